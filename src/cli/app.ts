@@ -3,9 +3,8 @@
  * render the results. Errors are messages with hints and an exit code; a stack trace only with --debug.
  */
 import { type ArgsDef, type CommandDef, defineCommand, renderUsage, runCommand } from "citty";
-import { consola } from "consola";
 import { LoadFailure } from "../config/load.ts";
-import { EXIT_USAGE, UsageError } from "./common.ts";
+import { EXIT_USAGE, paint, UsageError } from "./common.ts";
 import { explainCommand } from "./explain.ts";
 import { validateCommand } from "./validate.ts";
 
@@ -88,21 +87,27 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
+/** Everything about a failure goes to stderr: stdout carries only results (and JSON stays parseable). */
+function printProblem(message: string, hint?: string): void {
+  process.stderr.write(`${paint.error("error:")} ${message}\n`);
+  if (hint) process.stderr.write(`  ${paint.accent("hint:")} ${hint}\n`);
+}
+
 function reportFailure(err: unknown, debug: boolean): number {
   if (err instanceof UsageError || err instanceof LoadFailure) {
-    consola.error(err.message);
-    if (err.hint) consola.info(err.hint);
+    printProblem(err.message, err.hint);
     return EXIT_USAGE;
   }
   // citty's own argument errors (missing required positional, bad enum value).
   if (err instanceof Error && "code" in err && typeof err.code === "string" && err.code.startsWith("E_")) {
-    consola.error(err.message);
-    consola.info("Run the command with --help to see its flags.");
+    printProblem(err.message, "Run the command with --help to see its flags.");
     return EXIT_USAGE;
   }
   const message = err instanceof Error ? err.message : String(err);
-  consola.error(`internal error: ${message}`);
+  printProblem(
+    `internal error: ${message}`,
+    debug ? undefined : "Run again with --debug for the stack trace, and report it as a bug.",
+  );
   if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
-  else consola.info("Run again with --debug for the stack trace, and report it as a bug.");
   return EXIT_USAGE;
 }

@@ -159,6 +159,15 @@ function compileRouter(router: Router, model: Model, defaults: string[], diags: 
       );
     } else {
       status.rule = compiled.rule;
+      for (const warning of compiled.rule.warnings) {
+        diags.warning(
+          warning.code,
+          `router "${router.name}": ${warning.message}`,
+          positionInValue(router.rule.pos, warning.column - 1),
+          `${router.path}.rule`,
+          warning.hint,
+        );
+      }
       const first = compiled.rule.hostSNIValues[0];
       if (!router.tls && first !== undefined && first !== "*") {
         problem(

@@ -290,6 +290,20 @@ function illegalCharacter(ch: string, offset: number): LexError {
       hint: "quote values with backticks, e.g. HostSNI(`example.com`); typographic quotes often come from copy-pasting",
     };
   }
+  if (/\s/u.test(ch) || cp === 0x85) {
+    return {
+      offset,
+      message: `the Unicode space ${name} is not allowed here`,
+      hint: "replace it with a plain space",
+    };
+  }
+  if (ch === "\\") {
+    return {
+      offset,
+      message: "a backslash is only meaningful inside a double-quoted string",
+      hint: "backtick strings need no escaping: HostSNI(`example.com`)",
+    };
+  }
   const shown = cp < 0x20 || cp === 0x7f ? name : `'${ch}' (${name})`;
   return { offset, message: `character ${shown} is not allowed here` };
 }

@@ -69,7 +69,7 @@ function checkArguments(ctx: LeafContext): void {
       leaf.name === "HostSNI" ? "to match every connection write HostSNI(`*`)" : undefined,
     );
   }
-  if (ctx.syntax === "v3" && leaf.args.length > 1) {
+  if (ctx.syntax !== "v2" && leaf.args.length > 1) {
     const separate = leaf.argSpans.map((_, i) => `${leaf.spelledAs}(${argSource(ctx, i)})`).join(" || ");
     throw ruleError(
       "matcher-arity",
@@ -99,14 +99,15 @@ function exampleValue(name: MatcherExpr["name"]): string {
   }
 }
 
+/** Like Traefik, any syntax other than "v2" means v3. */
 export function buildLeaf(ctx: LeafContext): LeafMatcher {
   checkArguments(ctx);
   const { leaf, syntax } = ctx;
   switch (leaf.name) {
     case "HostSNI":
-      return syntax === "v3" ? hostSniV3(ctx) : hostSniV2(ctx);
+      return syntax === "v2" ? hostSniV2(ctx) : hostSniV3(ctx);
     case "HostSNIRegexp":
-      return syntax === "v3" ? hostSniRegexpV3(ctx) : hostSniRegexpV2(ctx);
+      return syntax === "v2" ? hostSniRegexpV2(ctx) : hostSniRegexpV3(ctx);
     case "ClientIP":
       return clientIp(ctx);
     case "ALPN":
@@ -130,7 +131,7 @@ function refuseNonAscii(ctx: LeafContext, index: number, value: string): never {
 
 function refuseHost(ctx: LeafContext, index: number, value: string): never {
   const parts = value.split(/[\s,;|]+/).filter((p) => p !== "");
-  const pattern = ctx.syntax === "v3" ? hostSniV3Pattern : hostSniV2Pattern;
+  const pattern = ctx.syntax === "v2" ? hostSniV2Pattern : hostSniV3Pattern;
   let hint = invalidHostHint(value, ctx.syntax);
   if (parts.length > 1 && parts.every((p) => p === "*" || pattern.test(p))) {
     const separate = parts.map((p) => `${ctx.leaf.spelledAs}(${quoteValue(p)})`).join(" || ");

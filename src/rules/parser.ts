@@ -172,6 +172,13 @@ class Parser {
     if (isOp(tok, ")")) {
       return this.failAt(tok, 'this ")" has no matching "("', "remove it, or add the missing (");
     }
+    if (isOp(tok, "=") || isOp(tok, ":=")) {
+      return this.failAt(
+        tok,
+        `unexpected "${tok.text}": rules do not assign or compare values`,
+        "a matcher call such as HostSNI(`example.com`) is the comparison; join matchers with && or ||",
+      );
+    }
     if (isOp(tok, ",")) {
       return this.failAt(
         tok,
