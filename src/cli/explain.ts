@@ -96,7 +96,7 @@ function explainRule(text: string, syntaxFlag: string | undefined, facts: RuleFa
   if (!compiled.ok) {
     const caret = `${" ".repeat(Math.max(0, compiled.error.column - 1))}^`;
     throw new UsageError(
-      `invalid rule: ${compiled.error.message}\n  ${text}\n  ${caret}`,
+      `invalid rule (column ${compiled.error.column}): ${compiled.error.message}\n  ${text}\n  ${caret}`,
       compiled.error.hint,
     );
   }
@@ -146,6 +146,7 @@ function explanationJson(result: Explanation, configErrors: number) {
     refusal: d.refusal,
     facts: result.facts,
     postgres: result.postgresSteps,
+    fastPath: result.fastPath,
     candidates: result.candidates.map((c) => ({
       router: c.router,
       entryPoints: c.entryPoints,
@@ -205,6 +206,11 @@ function writeExplanation(result: Explanation, configErrors: number): void {
     result.postgresSteps.forEach((step, i) => {
       lines.push(`  ${i + 1}. ${step}`);
     });
+  }
+  if (result.fastPath) {
+    lines.push(
+      `${paint.bold("Fast path")}   entry point ${result.facts.entryPoint} has only plain TCP routers: serve matches before reading a byte, so SNI and ALPN are not looked at`,
+    );
   }
   lines.push(paint.bold("Routers, in evaluation order"));
   if (result.candidates.length === 0)

@@ -39,7 +39,7 @@ export function defaultConfigPaths(cwd: string): string[] {
   }
   throw new LoadFailure(
     `no configuration given and none of ${DEFAULT_CONFIG_NAMES.join(", ")} exists in ${cwd}`,
-    "Pass one with -c PATH (a file or a directory), or create tlsroute.yml; see the README for an example.",
+    "Name a configuration file or directory on the command line, or create tlsroute.yml here; see the README for an example.",
   );
 }
 
@@ -65,15 +65,16 @@ function configFilesIn(dir: string): string[] {
   return out;
 }
 
-function expandPath(path: string, origin: string): string[] {
+function expandPath(
+  path: string,
+  origin: string,
+  relativeTo = "relative paths start from the current directory",
+): string[] {
   let stat: ReturnType<typeof statSync>;
   try {
     stat = statSync(path);
   } catch {
-    throw new LoadFailure(
-      `${origin} "${path}" does not exist`,
-      "Check the path; relative paths start from the current directory.",
-    );
+    throw new LoadFailure(`${origin} "${path}" does not exist`, `Check the path; ${relativeTo}.`);
   }
   if (stat.isDirectory()) {
     const files = configFilesIn(path);
@@ -124,7 +125,11 @@ export function loadConfig(paths: readonly string[]): LoadResult {
     for (const ref of providerFiles) {
       const target = resolve(ref.baseDir, ref.value.value);
       try {
-        const files = expandPath(target, `providers.file.${ref.kind}`);
+        const files = expandPath(
+          target,
+          `providers.file.${ref.kind}`,
+          "relative paths start from the directory of the file that names them",
+        );
         queue.push(...files);
       } catch (err) {
         if (!(err instanceof LoadFailure)) throw err;

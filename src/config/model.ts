@@ -25,11 +25,13 @@ export interface EntryPoint extends Named {
   port: number;
   /** Bound on everything before routing: first bytes, ClientHello, Postgres negotiation, client TLS handshake. */
   readTimeoutMs: number;
+  /** Where readTimeout was written, when it was (diagnostics point there). */
+  readTimeoutPos?: SourcePos;
   writeTimeoutMs: number;
   graceTimeoutMs: number;
   asDefault: boolean;
   allowACMEByPass: boolean;
-  proxyProtocol: { trustedIPs: Located<string>[]; insecure: boolean } | null;
+  proxyProtocol: { trustedIPs: Located<string>[]; insecure: boolean; insecurePos?: SourcePos } | null;
 }
 
 export interface RouterTls {
@@ -66,6 +68,7 @@ export interface ServerSpec {
 export interface HealthCheck {
   pos: SourcePos;
   port: number | null;
+  portPos?: SourcePos;
   send: string;
   expect: string;
   intervalMs: number;
@@ -81,6 +84,7 @@ export interface LoadBalancer {
   proxyProtocolVersion: Located<number> | null;
   /** Deprecated per-service delay in milliseconds (used only without serversTransport). */
   terminationDelayMs: number | null;
+  terminationDelayPos?: SourcePos;
   healthCheck: HealthCheck | null;
 }
 
@@ -97,8 +101,14 @@ export interface Service extends Named {
 
 export type Middleware = Named &
   (
-    | { type: "ipAllowList"; sourceRange: Located<string>[]; deprecatedName: boolean }
-    | { type: "inFlightConn"; amount: number }
+    | {
+        type: "ipAllowList";
+        sourceRange: Located<string>[];
+        /** Where sourceRange was written, when it was. */
+        sourceRangePos?: SourcePos;
+        deprecatedName: boolean;
+      }
+    | { type: "inFlightConn"; amount: number; amountPos?: SourcePos }
     | { type: "none" }
   );
 
@@ -113,6 +123,7 @@ export interface TransportTls {
 
 export interface ServersTransport extends Named {
   dialTimeoutMs: number;
+  dialTimeoutPos?: SourcePos;
   dialKeepAliveMs: number;
   terminationDelayMs: number;
   proxyProtocolVersion: Located<number> | null;
@@ -165,6 +176,8 @@ export interface TlsStore extends Named {
 }
 
 export interface AcmeResolver extends Named {
+  /** Where the acme section is; absent when the resolver has none (an error of its own). */
+  acmePos?: SourcePos;
   email: Located<string> | null;
   storage: Located<string> | null;
   caServer: Located<string> | null;

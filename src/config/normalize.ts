@@ -152,13 +152,18 @@ function readEntryPoint(
   r.bool("reusePort");
   const allowACMEByPass = r.bool("allowACMEByPass")?.value ?? false;
   let readTimeoutMs = DEFAULT_READ_TIMEOUT_MS;
+  let readTimeoutPos: SourcePos | undefined;
   let writeTimeoutMs = 0;
   let graceTimeoutMs = DEFAULT_GRACE_TIMEOUT_MS;
   const transport = r.map("transport");
   if (transport) {
     const responding = transport.map("respondingTimeouts");
     if (responding) {
-      readTimeoutMs = responding.duration("readTimeout")?.value ?? readTimeoutMs;
+      const readTimeout = responding.duration("readTimeout");
+      if (readTimeout) {
+        readTimeoutMs = readTimeout.value;
+        readTimeoutPos = readTimeout.pos;
+      }
       writeTimeoutMs = responding.duration("writeTimeout")?.value ?? 0;
       responding.duration("idleTimeout");
       responding.finish(["readTimeout", "writeTimeout", "idleTimeout"]);
@@ -176,9 +181,11 @@ function readEntryPoint(
   let proxyProtocol: EntryPoint["proxyProtocol"] = null;
   const pp = r.map("proxyProtocol");
   if (pp) {
+    const insecure = pp.bool("insecure");
     proxyProtocol = {
       trustedIPs: pp.strings("trustedIPs") ?? [],
-      insecure: pp.bool("insecure")?.value ?? false,
+      insecure: insecure?.value ?? false,
+      ...(insecure ? { insecurePos: insecure.pos } : {}),
     };
     pp.finish(["trustedIPs", "insecure"]);
   }
@@ -238,6 +245,7 @@ function readEntryPoint(
     host: parsed.host,
     port: parsed.port,
     readTimeoutMs,
+    ...(readTimeoutPos ? { readTimeoutPos } : {}),
     writeTimeoutMs,
     graceTimeoutMs,
     asDefault,
@@ -397,9 +405,11 @@ function readRouter(name: string, r: MapReader, keyPos: SourcePos, diags: Diagno
 function readHealthCheck(r: MapReader, diags: Diagnostics): HealthCheck {
   const interval = r.duration("interval")?.value ?? 30_000;
   const timeout = r.duration("timeout");
+  const port = r.int("port");
   const hc: HealthCheck = {
     pos: r.pos,
-    port: r.int("port")?.value ?? null,
+    port: port?.value ?? null,
+    ...(port ? { portPos: port.pos } : {}),
     send: r.string("send")?.value ?? "",
     expect: r.string("expect")?.value ?? "",
     intervalMs: interval > 0 ? interval : 30_000,
@@ -458,6 +468,7 @@ function readService(name: string, r: MapReader, keyPos: SourcePos, diags: Diagn
       proxyProtocolVersion,
       // Traefik documents milliseconds (and mistakenly applies nanoseconds); we apply what it documents.
       terminationDelayMs: delay ? delay.value : null,
+      ...(delay ? { terminationDelayPos: delay.pos } : {}),
       healthCheck: hc ? readHealthCheck(hc, diags) : null,
     };
     lb.finish(["servers", "serversTransport", "proxyProtocol", "terminationDelay", "healthCheck"]);
@@ -513,7 +524,13 @@ function readMiddleware(
     );
   }
   if (inflight) {
-    result = { ...base, type: "inFlightConn", amount: inflight.int("amount")?.value ?? 0 };
+    const amount = inflight.int("amount");
+    result = {
+      ...base,
+      type: "inFlightConn",
+      amount: amount?.value ?? 0,
+      ...(amount ? { amountPos: amount.pos } : {}),
+    };
     inflight.finish(["amount"]);
   }
   if (white) {
@@ -521,6 +538,7 @@ function readMiddleware(
       ...base,
       type: "ipAllowList",
       sourceRange: white.strings("sourceRange") ?? [],
+      ...sourceRangeAt(white),
       deprecatedName: true,
     };
     white.finish(["sourceRange", "ipStrategy"]);
@@ -530,6 +548,7 @@ function readMiddleware(
       ...base,
       type: "ipAllowList",
       sourceRange: allow.strings("sourceRange") ?? [],
+      ...sourceRangeAt(allow),
       deprecatedName: false,
     };
     allow.finish(["sourceRange"]);
@@ -537,6 +556,12 @@ function readMiddleware(
   r.finish(["ipAllowList", "ipWhiteList", "inFlightConn"]);
   if (!checkName(name, keyPos, r.path, diags)) return null;
   return result;
+}
+
+/** Position of a sourceRange value, so an empty list is reported where it is written. */
+function sourceRangeAt(r: MapReader): { sourceRangePos?: SourcePos } {
+  const entry = r.entry("sourceRange");
+  return entry ? { sourceRangePos: entry.value.pos } : {};
 }
 
 function readCertificateFiles(r: MapReader, baseDir: string): CertificateFiles {
@@ -622,11 +647,13 @@ function readTransport(
     proxyProtocolVersion = pp.int("version") ?? { value: 2, pos: pp.pos };
     pp.finish(["version"]);
   }
+  const dialTimeout = r.duration("dialTimeout");
   const transport: ServersTransport = {
     name,
     pos: keyPos,
     path: r.path,
-    dialTimeoutMs: r.duration("dialTimeout")?.value ?? DEFAULT_DIAL_TIMEOUT_MS,
+    dialTimeoutMs: dialTimeout?.value ?? DEFAULT_DIAL_TIMEOUT_MS,
+    ...(dialTimeout ? { dialTimeoutPos: dialTimeout.pos } : {}),
     dialKeepAliveMs: r.duration("dialKeepAlive")?.value ?? DEFAULT_DIAL_KEEPALIVE_MS,
     terminationDelayMs: r.duration("terminationDelay")?.value ?? DEFAULT_TERMINATION_DELAY_MS,
     proxyProtocolVersion,
@@ -766,10 +793,17 @@ function readResolver(
   r.finish(["acme", "tailscale"]);
   if (!acme) {
     if (!r.has("tailscale")) {
-      diags.error("resolver-no-acme", `resolver "${name}" has no acme section`, keyPos, r.path);
+      diags.error(
+        "resolver-no-acme",
+        `resolver "${name}" has no acme section`,
+        keyPos,
+        r.path,
+        "Add acme: { email: ..., storage: acme.json, tlsChallenge: {} }.",
+      );
     }
     return resolver;
   }
+  resolver.acmePos = acme.pos;
   resolver.email = acme.string("email") ?? null;
   resolver.storage = acme.string("storage") ?? null;
   resolver.caServer = acme.string("caServer") ?? null;

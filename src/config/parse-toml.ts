@@ -41,7 +41,9 @@ function fromTomlError(error: unknown, file: string): ConfigSyntaxError {
     const reason = firstLine.replace(/^Invalid TOML document:\s*/, "");
     const hint = /redefine/.test(reason)
       ? "in TOML every key and every [table] may be defined only once"
-      : undefined;
+      : /^invalid value/i.test(reason)
+        ? 'TOML strings must be quoted, e.g. service = "db"'
+        : undefined;
     return new ConfigSyntaxError(reason, { file, line: error.line, column: error.column }, hint);
   }
   const message = error instanceof Error ? error.message : String(error);

@@ -46,13 +46,17 @@ export class MapReader {
   ) {
     for (const [key, entry] of node.entries) {
       const lower = key.toLowerCase();
-      if (this.byLower.has(lower)) {
+      const earlier = this.byLower.get(lower);
+      if (earlier) {
         diags.error(
           "duplicate-key",
           `"${key}" is set twice (keys are case-insensitive)`,
           entry.keyPos,
           this.sub(key),
+          `The first spelling, "${earlier[0]}", is at line ${earlier[1].keyPos.line}; keep one of them.`,
         );
+        // The later spelling wins; the earlier one is reported here, not again as an unknown key.
+        this.used.add(earlier[0]);
       }
       this.byLower.set(lower, [key, entry]);
     }

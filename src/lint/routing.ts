@@ -222,8 +222,9 @@ function equalPriorities(list: Route[], ep: string, diags: Diagnostics, once: (k
       diags.warning(
         "equal-priority-overlap",
         `routers "${first.name}" and "${route.name}" on entry point "${ep}" have the same priority ${route.priority} and both match ${overlap === "every name" ? overlap : `"${overlap}"`}; "${first.name}" wins because its name sorts first (Traefik would pick either)`,
-        route.router.rule?.pos ?? route.router.pos,
-        `${route.router.path}.priority`,
+        // The priority to change when it is written; the rule whose length made it otherwise.
+        route.router.priority?.pos ?? route.router.rule?.pos ?? route.router.pos,
+        route.router.priority ? `${route.router.path}.priority` : `${route.router.path}.rule`,
         "Set explicit, different priorities to say which one should win.",
       );
     }
@@ -258,7 +259,7 @@ function conflictingOptions(
     diags.warning(
       "sni-options-conflict",
       `on entry point "${ep}", "${name}" is reachable through routers with different TLS options: ${routes.map(([o, r]) => `"${r.name}" uses "${o}"`).join(", ")}; which options a client gets depends on its other connection facts`,
-      last.router.tls?.options?.pos ?? last.router.pos,
+      last.router.tls?.options?.pos ?? last.router.tls?.pos ?? last.router.pos,
       `${last.router.path}.tls.options`,
       "Use the same TLS options for every router of one name, unless the difference is intended (e.g. mTLS only for some client IPs).",
     );

@@ -97,15 +97,15 @@ function lintService(service: Service, model: Model, diags: Diagnostics): void {
           );
         }
       }
-      for (const [field, present] of [
-        ["proxyProtocol", lb.proxyProtocolVersion !== null],
-        ["terminationDelay", lb.terminationDelayMs !== null],
+      for (const [field, present, at] of [
+        ["proxyProtocol", lb.proxyProtocolVersion !== null, lb.proxyProtocolVersion?.pos],
+        ["terminationDelay", lb.terminationDelayMs !== null, lb.terminationDelayPos],
       ] as const) {
         if (present) {
           diags.warning(
             "deprecated-ignored",
             `loadBalancer.${field} of service "${service.name}" is ignored because it names a serversTransport`,
-            lb.pos,
+            at ?? lb.pos,
             `${service.path}.loadBalancer.${field}`,
             `Set ${field} on the servers transport instead.`,
           );
@@ -122,11 +122,12 @@ function lintService(service: Service, model: Model, diags: Diagnostics): void {
         );
       }
       if (lb.proxyProtocolVersion || lb.terminationDelayMs !== null) {
+        const field = lb.proxyProtocolVersion ? "proxyProtocol" : "terminationDelay";
         diags.warning(
           "deprecated-field",
-          `service "${service.name}" uses loadBalancer.${lb.proxyProtocolVersion ? "proxyProtocol" : "terminationDelay"}, which Traefik deprecates`,
-          lb.pos,
-          `${service.path}.loadBalancer`,
+          `service "${service.name}" uses loadBalancer.${field}, which Traefik deprecates`,
+          (lb.proxyProtocolVersion ? lb.proxyProtocolVersion.pos : lb.terminationDelayPos) ?? lb.pos,
+          `${service.path}.loadBalancer.${field}`,
           "Move it to a servers transport (tcp.serversTransports) and reference that.",
         );
       }
@@ -138,7 +139,7 @@ function lintService(service: Service, model: Model, diags: Diagnostics): void {
         diags.error(
           "invalid-port",
           `health check port ${port} is not 1-65535`,
-          lb.healthCheck.pos,
+          lb.healthCheck.portPos ?? lb.healthCheck.pos,
           `${service.path}.loadBalancer.healthCheck.port`,
         );
       }
@@ -267,7 +268,7 @@ function lintMiddlewares(model: Model, diags: Diagnostics): void {
         diags.error(
           "empty-source-range",
           `middleware "${mw.name}" has an empty sourceRange`,
-          mw.pos,
+          mw.sourceRangePos ?? mw.pos,
           `${mw.path}.${key}.sourceRange`,
           "List the IPs or CIDRs to allow.",
         );
@@ -296,7 +297,7 @@ function lintMiddlewares(model: Model, diags: Diagnostics): void {
       diags.warning(
         "inflight-zero",
         `middleware "${mw.name}" allows ${mw.amount} connections per client IP: every connection is refused`,
-        mw.pos,
+        mw.amountPos ?? mw.pos,
         `${mw.path}.inFlightConn.amount`,
         "Set amount to the number of simultaneous connections allowed per client IP.",
       );
@@ -313,7 +314,7 @@ function lintTransports(model: Model, diags: Diagnostics): void {
       diags.error(
         "negative-duration",
         `dialTimeout of "${t.name}" is negative`,
-        t.pos,
+        t.dialTimeoutPos ?? t.pos,
         `${t.path}.dialTimeout`,
       );
     }
@@ -327,7 +328,7 @@ function lintEntryPoints(model: Model, diags: Diagnostics): void {
       diags.warning(
         "no-read-timeout",
         `entry point "${ep.name}" has no readTimeout: a client that connects and sends nothing holds a connection forever`,
-        ep.pos,
+        ep.readTimeoutPos ?? ep.pos,
         `${ep.path}.transport.respondingTimeouts.readTimeout`,
         "Keep a bound such as 60s (the default).",
       );
@@ -337,7 +338,7 @@ function lintEntryPoints(model: Model, diags: Diagnostics): void {
         diags.warning(
           "proxy-protocol-insecure",
           `entry point "${ep.name}" trusts PROXY headers from every peer: any client can claim any address`,
-          ep.pos,
+          ep.proxyProtocol.insecurePos ?? ep.pos,
           `${ep.path}.proxyProtocol.insecure`,
           "List the load balancers in trustedIPs instead.",
         );
@@ -390,6 +391,7 @@ function lintUnused(model: Model, diags: Diagnostics): void {
   }
   const report = (
     what: string,
+    user: string,
     items: Iterable<{ name: string; pos: import("../config/located.ts").SourcePos; path: string }>,
     used: Set<string>,
   ) => {
@@ -397,15 +399,15 @@ function lintUnused(model: Model, diags: Diagnostics): void {
       if (used.has(item.name)) continue;
       diags.warning(
         `unused-${what.replace(/ /g, "-")}`,
-        `${what} "${item.name}" is not used by any router`,
+        `${what} "${item.name}" is not used by any ${user}`,
         item.pos,
         item.path,
         "Remove it, or reference it.",
       );
     }
   };
-  report("service", model.services.values(), usedServices);
-  report("middleware", model.middlewares.values(), usedMiddlewares);
-  report("servers transport", model.serversTransports.values(), usedTransports);
-  report("tls options", model.tlsOptions.values(), usedOptions);
+  report("service", "router or weighted service", model.services.values(), usedServices);
+  report("middleware", "router", model.middlewares.values(), usedMiddlewares);
+  report("servers transport", "service", model.serversTransports.values(), usedTransports);
+  report("tls options", "router", model.tlsOptions.values(), usedOptions);
 }

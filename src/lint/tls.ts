@@ -269,6 +269,8 @@ export function lintResolvers(model: Model, compiled: CompiledConfig, diags: Dia
         "Use tlsChallenge: {}.",
       );
     }
+    // A resolver without an acme section is reported as such; its missing email and storage are noise.
+    if (!resolver.acmePos) continue;
     if (!resolver.email) {
       diags.warning(
         "acme-no-email",

@@ -83,13 +83,15 @@ function compileRouter(router: Router, model: Model, defaults: string[], diags: 
     diags.error(code, message, pos, path, hint);
   };
 
-  // Entry points.
-  if (router.entryPoints) {
+  // Entry points. Like Traefik, an empty list means "the default ones", and an unknown name is an
+  // error that does not disable the router on its valid entry points; only a router left with none is
+  // disabled.
+  if (router.entryPoints && router.entryPoints.length > 0) {
     for (const ep of router.entryPoints) {
       if (model.entryPoints.has(ep.value)) status.entryPoints.push(ep.value);
       else {
         const near = closestName(ep.value, model.entryPoints.keys());
-        problem(
+        diags.error(
           "unknown-entrypoint",
           `router "${router.name}" uses entry point "${ep.value}", which does not exist`,
           ep.pos,
@@ -109,6 +111,9 @@ function compileRouter(router: Router, model: Model, defaults: string[], diags: 
       router.path,
       'Declare one, e.g. entryPoints: { websecure: { address: ":8443" } }.',
     );
+  } else if (status.entryPoints.length === 0) {
+    // Each unknown name has its diagnostic already; this only records why the router is off.
+    status.problems.push(`router "${router.name}" has no valid entry point`);
   }
 
   // Service.

@@ -110,10 +110,35 @@ export function findRoute(table: RouteTable, facts: ConnectionFacts): Route | nu
   return null;
 }
 
+/** What serve knows of a connection it has not read a byte of: the addresses only. */
+function unreadFacts(facts: ConnectionFacts): ConnectionFacts {
+  return { ...facts, tls: false, postgres: false };
+}
+
+/**
+ * Traefik's fast path (server-first protocols): on an entry point with only plain TCP routers, serve
+ * matches before reading a byte, so it never learns whether the client speaks TLS (or PostgreSQL).
+ * The route a connection gets that way, or null when the entry point has no fast path or no plain
+ * router takes the connection (then serve reads the first bytes and routes as usual).
+ */
+export function fastPathRoute(table: RouteTable, facts: ConnectionFacts): Route | null {
+  return table.fastPath ? findRoute(table, unreadFacts(facts)) : null;
+}
+
 export function decide(ctx: RoutingContext, facts: ConnectionFacts): Decision {
   const table = ctx.tables.get(facts.entryPoint);
   if (!table) {
     return { ...NO_MATCH, refusal: "no_route", reason: `entry point "${facts.entryPoint}" does not exist` };
+  }
+  if (facts.tls) {
+    const fast = fastPathRoute(table, facts);
+    if (fast) {
+      const decision = decideForRoute(ctx, unreadFacts(facts), fast);
+      if (!decision.refusal) {
+        decision.reason = `router "${fast.name}" matches before any byte is read (entry point "${facts.entryPoint}" has only plain TCP routers: fast path); the bytes go to service "${fast.service}" exactly as the client sends them`;
+      }
+      return decision;
+    }
   }
   const route = findRoute(table, facts);
   return decideForRoute(ctx, facts, route);

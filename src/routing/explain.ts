@@ -5,7 +5,7 @@
  */
 import { type TraceNode, traceRule } from "../rules/index.ts";
 import type { RouterStatus } from "./compile.ts";
-import { type ConnectionFacts, type Decision, decide, type RoutingContext } from "./decide.ts";
+import { type ConnectionFacts, type Decision, decide, fastPathRoute, type RoutingContext } from "./decide.ts";
 import type { Route } from "./table.ts";
 
 export interface Candidate {
@@ -28,6 +28,8 @@ export interface Explanation {
   candidates: Candidate[];
   /** For `--postgres`: the negotiation steps, in order. */
   postgresSteps: string[] | null;
+  /** True when serve routes this connection before reading a byte (only plain TCP routers on the entry point). */
+  fastPath: boolean;
 }
 
 export function explain(
@@ -36,11 +38,18 @@ export function explain(
   factsIn: ConnectionFacts,
 ): Explanation {
   const table = ctx.tables.get(factsIn.entryPoint);
+  // On a fast-path entry point serve may route before reading a byte; then SNI, ALPN and any
+  // SSLRequest are never seen, and only the plain TCP routers are consulted.
+  const fastPath = table !== undefined && factsIn.tls && fastPathRoute(table, factsIn) !== null;
   let facts = factsIn;
   let postgresSteps: string[] | null = null;
   if (facts.postgres && table) {
     postgresSteps = [`client sends an SSLRequest (00 00 00 08 04 d2 16 2f)`];
-    if (table.tls.length === 0) {
+    if (fastPath) {
+      postgresSteps.push(
+        `entry point "${facts.entryPoint}" has only plain TCP routers: tlsroute hands the connection over before reading a byte (fast path) and does not answer the SSLRequest itself`,
+      );
+    } else if (table.tls.length === 0) {
       postgresSteps.push(
         `tlsroute answers "N": entry point "${facts.entryPoint}" has no TLS router`,
         "a client with sslmode=prefer goes on in plaintext and is routed as plain TCP; sslmode=require gives up",
@@ -57,10 +66,11 @@ export function explain(
 
   // The decision comes from decide(), the indexed lookup serve uses; the scan below only explains it.
   const decision = decide(ctx, facts);
-  const routes: readonly Route[] = table ? (facts.tls ? table.tls : table.tcp) : [];
+  const plain = fastPath || !facts.tls;
+  const routes: readonly Route[] = table ? (plain ? table.tcp : table.tls) : [];
   const ruleFacts = {
-    sni: facts.tls ? facts.sni : "",
-    alpn: facts.tls ? facts.alpn : [],
+    sni: plain ? "" : facts.sni,
+    alpn: plain ? [] : facts.alpn,
     clientIp: facts.clientIp,
   };
   const candidates: Candidate[] = routes.map((route) => {
@@ -88,12 +98,17 @@ export function explain(
       chosen: false,
     });
   }
-  if (postgresSteps) postgresSteps.push(...postgresOutcome(decision));
-  return { facts, decision, candidates, postgresSteps };
+  if (postgresSteps) postgresSteps.push(...postgresOutcome(decision, fastPath));
+  return { facts, decision, candidates, postgresSteps, fastPath };
 }
 
-function postgresOutcome(decision: Decision): string[] {
+function postgresOutcome(decision: Decision, fastPath: boolean): string[] {
   if (!decision.matched || decision.refusal) return [`the connection is closed: ${decision.reason}`];
+  if (fastPath) {
+    return [
+      `service "${decision.service}" receives the SSLRequest unchanged; its server answers "S" or "N" and the client goes on with it`,
+    ];
+  }
   switch (decision.mode) {
     case "terminate":
       return [
