@@ -11,6 +11,7 @@
  * Run: npm run bench:validate            (node --import tsx bench/validate.ts)
  *      npm run bench:validate -- --profile   also records a CPU profile of one JSON run and prints
  *                                            where the time goes (self and inclusive, by function)
+ *      npm run bench:validate -- --keep      keeps the generated configurations (path printed on stderr)
  * Writes bench/results/validate.json and prints a table.
  */
 import { execFile, execFileSync, spawnSync } from "node:child_process";
@@ -342,6 +343,7 @@ function machine() {
 
 async function main(): Promise<void> {
   const wantProfile = process.argv.includes("--profile");
+  const keep = process.argv.includes("--keep");
   if (!existsSync(path.join(root, "dist", "cli.mjs"))) throw new Error("run `npm run build` first");
   const genMs = await makeCertificates();
   console.error(
@@ -382,7 +384,8 @@ async function main(): Promise<void> {
     }
     if (wantProfile) profile = profileOnce(path.join(work, "json"), work);
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    if (keep) console.error(`configurations kept in ${work}`);
+    else rmSync(work, { recursive: true, force: true });
   }
 
   const m = machine();

@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import type { SourcePos } from "../src/config/located.ts";
 import type { Router } from "../src/config/model.ts";
-import { buildTable, compile, defaultEntryPoints } from "../src/routing/compile.ts";
+import { buildTable, compile, defaultEntryPoints, priorityOf } from "../src/routing/compile.ts";
 import { type ConnectionFacts, type Decision, decide, findRoute } from "../src/routing/decide.ts";
 import { compareRoutes, type Route, type RouteMode, type RouteTable } from "../src/routing/table.ts";
 import { compileRule, defaultPriority, type RuleSyntax } from "../src/rules/index.ts";
@@ -721,6 +721,38 @@ function linearScan(t: RouteTable, f: ConnectionFacts): Route | null {
   for (const route of list) if (route.rule.match(ruleFacts)) return route;
   return null;
 }
+
+describe("priorityOf", () => {
+  const compiled = (text: string, syntax: RuleSyntax = "v3") => {
+    const result = compileRule(text, syntax);
+    if (!result.ok) assert.fail(`${text}: ${result.error.message}`);
+    return result.rule;
+  };
+
+  it("equals the rules module's defaultPriority for every generated rule", () => {
+    fc.assert(
+      fc.property(genRule, ({ text, syntax }) => {
+        assert.equal(priorityOf(compiled(text, syntax)), defaultPriority(text, syntax));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("counts UTF-8 bytes, and -1 for every spelling of the catch-all", () => {
+    for (const text of [
+      "ALPN(`ħ2`)",
+      "ALPN(`🚀`) || HostSNI(`a.io`)",
+      "ALPN(`\u{1F680}`)",
+      ' ( hostsni( "*" ) ) ',
+      "!HostSNI(`*`)",
+      "HostSNI(`*`) && HostSNI(`*`)",
+    ]) {
+      assert.equal(priorityOf(compiled(text)), defaultPriority(text), text);
+    }
+    assert.equal(priorityOf(compiled("ALPN(`🚀`)")), "ALPN(``)".length + 4);
+    assert.equal(priorityOf(compiled(' ( hostsni( "*" ) ) ')), -1);
+  });
+});
 
 describe("the SNI index", () => {
   it("finds exactly the route a linear scan in evaluation order finds", () => {

@@ -351,6 +351,7 @@ function lintEntryPoints(model: Model, diags: Diagnostics): void {
             `"${ip.value}" is not an IP or CIDR: ${parsed.message}`,
             ip.pos,
             `${ep.path}.proxyProtocol.trustedIPs[${i}]`,
+            'Write an address ("10.0.0.1", "::1") or a CIDR ("10.0.0.0/8").',
           );
         }
       });

@@ -9,7 +9,7 @@ import { Diagnostics } from "../config/reader.ts";
 import { resolveRef } from "../config/refs.ts";
 import { positionInValue } from "../config/source-text.ts";
 import type { Diagnostic } from "../diagnostics.ts";
-import { type CompiledRule, compileRule, defaultPriority, sniIndexKeys } from "../rules/index.ts";
+import { type CompiledRule, compileRule, sniIndexKeys } from "../rules/index.ts";
 import { closestName } from "../text/suggest.ts";
 import { compareRoutes, type Route, type RouteTable, SniIndex } from "./table.ts";
 
@@ -31,6 +31,34 @@ export interface CompiledConfig {
   tables: Map<string, RouteTable>;
   routers: Map<string, RouterStatus>;
   diagnostics: Diagnostic[];
+}
+
+/**
+ * The default priority of a compiled rule: -1 for the catch-all, else the rule's length in UTF-8
+ * bytes. The same as the rules module's defaultPriority(text) (a test pins that), without parsing
+ * the rule a second time, which is a sixth of compile's time at 100k routers.
+ */
+export function priorityOf(rule: CompiledRule): number {
+  return rule.catchAll ? -1 : utf8Length(rule.text);
+}
+
+/** UTF-8 length of UTF-16 text without encoding it (a lone surrogate counts as U+FFFD, like TextEncoder). */
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && isLowSurrogate(text.charCodeAt(i + 1))) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+function isLowSurrogate(unit: number): boolean {
+  return unit >= 0xdc00 && unit <= 0xdfff;
 }
 
 export function defaultEntryPoints(model: Model): string[] {
@@ -106,7 +134,7 @@ function compileRouter(router: Router, model: Model, defaults: string[], diags: 
   if (status.entryPoints.length === 0 && model.entryPoints.size === 0) {
     problem(
       "no-entrypoint",
-      `router "${router.name}" has no entry point to listen on: no entry point is declared`,
+      `router "${router.name}" has no entry point to listen on: no valid entry point is declared`,
       router.pos,
       router.path,
       'Declare one, e.g. entryPoints: { websecure: { address: ":8443" } }.',
@@ -249,7 +277,7 @@ function compileRouter(router: Router, model: Model, defaults: string[], diags: 
       name: router.name,
       router,
       rule: status.rule,
-      priority: router.priority ? router.priority.value : defaultPriority(status.rule.text, syntax),
+      priority: router.priority ? router.priority.value : priorityOf(status.rule),
       explicitPriority: router.priority !== null,
       mode: router.tls ? (router.tls.passthrough ? "passthrough" : "terminate") : "tcp",
       tlsOptions,
