@@ -17,7 +17,7 @@
  */
 import { execSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type ConnectionFacts, decide } from "../src/routing/decide.ts";
@@ -197,7 +197,14 @@ function machine() {
   } catch {
     // nproc is missing on some systems; os.cpus() is close enough.
   }
-  return { cpu: model, nproc, node: process.version, platform: `${process.platform} ${process.arch}` };
+  return {
+    cpu: model,
+    nproc,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    // Other work on the machine skews the figures; the 1-minute load average at the end says how much.
+    loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+  };
 }
 
 function main(): void {

@@ -24,7 +24,7 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -338,6 +338,9 @@ function machine() {
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     openssl: execFileSync("openssl", ["version"], { encoding: "utf8" }).trim(),
+    nodeOpenssl: process.versions.openssl,
+    // Other work on the machine skews the figures; the 1-minute load average at the end says how much.
+    loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
   };
 }
 

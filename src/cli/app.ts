@@ -6,6 +6,7 @@ import { type ArgsDef, type CommandDef, defineCommand, renderUsage, runCommand }
 import { LoadFailure } from "../config/load.ts";
 import { EXIT_USAGE, paint, UsageError } from "./common.ts";
 import { explainCommand } from "./explain.ts";
+import { serveCommand } from "./serve.ts";
 import { validateCommand } from "./validate.ts";
 
 export const VERSION = "0.1.0";
@@ -13,6 +14,7 @@ export const VERSION = "0.1.0";
 const subCommands: Record<string, CommandDef<ArgsDef>> = {
   validate: validateCommand as CommandDef<ArgsDef>,
   explain: explainCommand as CommandDef<ArgsDef>,
+  serve: serveCommand as CommandDef<ArgsDef>,
 };
 
 const main = defineCommand({

@@ -26,6 +26,7 @@ import {
   type Scalar,
   type SourcePos,
 } from "./located.ts";
+import { parseSimpleYaml } from "./parse-yaml-simple.ts";
 
 const MAX_DEPTH = 1000;
 
@@ -46,6 +47,15 @@ const HINTS: Partial<Record<YAMLError["code"], string>> = {
 
 /** Parses one YAML document whose top level is a mapping. BOM already removed. */
 export function parseYaml(text: string, file: string): MapNode {
+  // Most configuration files are plain block YAML, which the fast reader turns into the very same
+  // tree; anything else (and every error) goes through the \`yaml\` package below.
+  const simple = parseSimpleYaml(text, file);
+  if (simple) return simple;
+  return parseYamlDocument(text, file);
+}
+
+/** The full YAML parser: every feature, every error message. Exported for tests that compare the two paths. */
+export function parseYamlDocument(text: string, file: string): MapNode {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter,

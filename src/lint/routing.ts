@@ -182,6 +182,15 @@ function equalPriorities(list: Route[], ep: string, diags: Diagnostics, once: (k
     if (group.length < 2) continue;
     // Index the group by name so overlaps are found without comparing every pair.
     const owners = new Map<string, Route>();
+    // The first exact name taken under each parent domain (in the order owners were taken), so a
+    // wildcard finds an exact name seen earlier under it by one lookup, not by a scan of every name.
+    const firstExactUnder = new Map<string, { key: string; owner: Route }>();
+    const take = (key: string, owner: Route, exactParent: string | null) => {
+      if (owners.has(key)) return;
+      owners.set(key, owner);
+      if (exactParent !== null && !firstExactUnder.has(exactParent))
+        firstExactUnder.set(exactParent, { key, owner });
+    };
     for (const route of group) {
       const keys = keysOf(route);
       let other: Route | undefined;
@@ -189,28 +198,37 @@ function equalPriorities(list: Route[], ep: string, diags: Diagnostics, once: (k
       if (route.rule.catchAll) {
         other = owners.get("*");
         name = "every name";
-        if (!other) owners.set("*", route);
+        if (!other) take("*", route, null);
       } else if (keys) {
-        for (const key of [...keys.exact, ...keys.wildcardParents.map((p) => `*.${p}`)]) {
-          const parent = key.startsWith("*.") ? null : parentDomain(key);
+        for (const key of keys.exact) {
+          const exact = !key.startsWith("*.");
+          const parent = exact ? parentDomain(key) : null;
           const hit = owners.get(key) ?? (parent !== null ? owners.get(`*.${parent}`) : undefined);
           if (hit && !other) {
             other = hit;
             name = key;
           }
-          if (!owners.has(key)) owners.set(key, route);
+          take(key, route, parent);
+        }
+        for (const wildcardParent of keys.wildcardParents) {
+          const key = `*.${wildcardParent}`;
+          const hit = owners.get(key);
+          if (hit && !other) {
+            other = hit;
+            name = key;
+          }
+          take(key, route, null);
         }
         if (!other) {
-          // An exact name seen earlier under this wildcard.
+          // An exact name seen earlier under this wildcard. Names this route took itself come after
+          // every earlier route's, so when the first one under a parent is its own, no other exists.
           for (const parent of keys.wildcardParents) {
-            for (const [key, owner] of owners) {
-              if (owner !== route && !key.startsWith("*.") && parentDomain(key) === parent) {
-                other = owner;
-                name = key;
-                break;
-              }
+            const first = firstExactUnder.get(parent);
+            if (first && first.owner !== route) {
+              other = first.owner;
+              name = first.key;
+              break;
             }
-            if (other) break;
           }
         }
       }

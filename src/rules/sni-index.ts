@@ -49,9 +49,26 @@ function size(keys: SniKeys): number {
  * rules, an || operand without HostSNI, ...).
  */
 export function sniIndexKeys(rule: CompiledRule): SniKeys | null {
+  const cached = computed.get(rule);
+  if (cached !== undefined) return cached;
+  const keys = computeKeys(rule);
+  computed.set(rule, keys);
+  return keys;
+}
+
+/**
+ * One answer per compiled rule: the route table and several lints ask for the same rule's keys, and
+ * at 10k routers recomputing them (sets, arrays) was measurable. The arrays are shared, so frozen.
+ */
+const computed = new WeakMap<CompiledRule, SniKeys | null>();
+
+function computeKeys(rule: CompiledRule): SniKeys | null {
   const root = evaluatorOf(rule);
   if (root === null) return null;
   const keys = keysOf(root);
   if (keys === null) return null;
-  return { exact: [...new Set(keys.exact)], wildcardParents: [...new Set(keys.wildcardParents)] };
+  return {
+    exact: Object.freeze([...new Set(keys.exact)]) as string[],
+    wildcardParents: Object.freeze([...new Set(keys.wildcardParents)]) as string[],
+  };
 }

@@ -5,6 +5,7 @@
  */
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { readCertificateFields } from "./der.ts";
+import { ecKeyMatchesCertificate } from "./ec-key-check.ts";
 import { fail, ok, type Result } from "./result.ts";
 
 export type KeyType = "EC" | "RSA" | "RSA-PSS" | "Ed25519" | "Ed448" | "DSA" | (string & {});
@@ -363,7 +364,11 @@ export function checkKeyMatches(
   if (!chain.ok) return chain;
   const leaf = chain.value[0];
   if (!leaf) return fail("no-certificate", "no certificate found");
+  return checkLeafKey(leaf, keyPem);
+}
 
+/** `checkKeyMatches` for a certificate already parsed (the catalog has it; parsing twice is costly). */
+export function checkLeafKey(leaf: CertificateInfo, keyPem: string): Result<{ keyType: KeyType }, KeyError> {
   const blocks = splitPemBlocks(keyPem);
   const keyBlock = blocks.find((b) => b.type.endsWith("PRIVATE KEY"));
   if (!keyBlock) {
@@ -387,6 +392,9 @@ export function checkKeyMatches(
         "(decrypt it with `openssl pkey -in key.pem -out key-plain.pem`)",
     );
   }
+  // The common case (an EC key that matches) is proven without OpenSSL's slow key decoder; anything
+  // else, including every mismatch, takes the full path below, which also words the diagnostics.
+  if (ecKeyMatchesCertificate(keyBlock.text, leaf.raw.raw)) return ok({ keyType: "EC" });
   let key: KeyObject;
   try {
     key = createPrivateKey(keyBlock.text);

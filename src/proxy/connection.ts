@@ -1,0 +1,435 @@
+/**
+ * One accepted connection, from the first byte to the access line. The steps: classify the first
+ * bytes (TLS ClientHello, PostgreSQL negotiation, plain), turn them into facts, ask decide() what to
+ * do, then execute it: refuse with a reason, terminate TLS, or relay to a backend. Nothing here
+ * decides routing; everything here is I/O.
+ */
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { EntryPoint } from "../config/model.ts";
+import { type ConnectionFacts, type Decision, decide } from "../routing/decide.ts";
+import { canonicalSni } from "../rules/index.ts";
+import { parseClientHello } from "../wire/clienthello.ts";
+import {
+  classifyPostgresStart,
+  encodeErrorResponse,
+  NEGOTIATION_ACCEPT,
+  NEGOTIATION_REFUSE,
+  SSL_REQUEST,
+} from "../wire/postgres.ts";
+import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
+import { dialServer } from "./dial.ts";
+import type { AccessReason, AccessRecord, Logger } from "./log.ts";
+import type { Snapshot } from "./snapshot.ts";
+import { relay } from "./relay.ts";
+import type { ServerTarget } from "./services.ts";
+import { inFlightLimits, servingCertificate } from "./snapshot.ts";
+import { whoamiLine, WHOAMI_ADDRESS } from "./whoami.ts";
+
+/** A ClientHello (or PostgreSQL start) bigger than this is refused: Go's limits allow ~64 KiB of hello. */
+const MAX_PEEK_BYTES = 256 * 1024;
+
+export interface ConnectionEnv {
+  snapshot: Snapshot;
+  entryPoint: EntryPoint;
+  log: Logger;
+}
+
+type Classified =
+  | { kind: "tls"; sni: string; alpn: string[] }
+  | { kind: "plain" }
+  | { kind: "pg-ssl" }
+  | { kind: "pg-gssenc" }
+  | { kind: "pg-startup" }
+  | { kind: "pg-cancel" }
+  | { kind: "bad"; reason: string };
+
+type PeekOutcome =
+  | { kind: "ok"; result: Classified; bytes: Buffer }
+  | { kind: "closed"; bytes: Buffer }
+  | { kind: "timeout"; bytes: Buffer };
+
+function classify(bytes: Buffer, postgresAllowed: boolean): Classified | null {
+  if (bytes.length === 0) return null;
+  const first = bytes[0];
+  if (first === 0x16) {
+    const hello = parseClientHello(bytes);
+    switch (hello.kind) {
+      case "need-more":
+        return bytes.length > MAX_PEEK_BYTES ? { kind: "bad", reason: "ClientHello too large" } : null;
+      case "hello":
+        return { kind: "tls", sni: canonicalSni(hello.sni), alpn: hello.alpn };
+      case "invalid":
+        return { kind: "bad", reason: hello.reason };
+      default:
+        return { kind: "plain" };
+    }
+  }
+  // An SSLv2-style hello: TLS with no SNI, as Traefik treats it.
+  if (first === 0x80) return { kind: "tls", sni: "", alpn: [] };
+  if (first === 0x00 && postgresAllowed) {
+    const start = classifyPostgresStart(bytes);
+    switch (start.kind) {
+      case "need-more":
+        return null;
+      case "ssl-request":
+        return { kind: "pg-ssl" };
+      case "gssenc-request":
+        return { kind: "pg-gssenc" };
+      case "startup":
+        return { kind: "pg-startup" };
+      case "cancel-request":
+        return { kind: "pg-cancel" };
+      default:
+        return { kind: "plain" };
+    }
+  }
+  return { kind: "plain" };
+}
+
+/** Reads until the first bytes say what the connection is, without consuming them for whoever comes next. */
+function peek(socket: Socket, initial: Buffer, deadline: number, postgresAllowed: boolean): Promise<PeekOutcome> {
+  return new Promise((resolve) => {
+    let bytes = initial;
+    const immediate = classify(bytes, postgresAllowed);
+    if (immediate) {
+      resolve({ kind: "ok", result: immediate, bytes });
+      return;
+    }
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.removeListener("data", onData);
+      socket.removeListener("end", onEnd);
+      socket.removeListener("close", onEnd);
+      socket.pause();
+    };
+    const onData = (chunk: Buffer) => {
+      bytes = bytes.length === 0 ? chunk : Buffer.concat([bytes, chunk]);
+      const result = classify(bytes, postgresAllowed);
+      if (!result) return;
+      cleanup();
+      resolve({ kind: "ok", result, bytes });
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve({ kind: "closed", bytes });
+    };
+    const timer = setTimeout(
+      () => {
+        cleanup();
+        resolve({ kind: "timeout", bytes });
+      },
+      Math.max(0, deadline - Date.now()),
+    );
+    socket.on("data", onData);
+    socket.once("end", onEnd);
+    socket.once("close", onEnd);
+    socket.resume();
+  });
+}
+
+export async function handleConnection(socket: Socket, env: ConnectionEnv): Promise<void> {
+  const started = performance.now();
+  const { snapshot, entryPoint, log } = env;
+  const clientIp = socket.remoteAddress ?? "";
+  const record: AccessRecord = {
+    entryPoint: entryPoint.name,
+    client: `${clientIp.includes(":") ? `[${clientIp}]` : clientIp}:${socket.remotePort ?? 0}`,
+    sni: null,
+    alpn: [],
+    router: null,
+    service: null,
+    server: null,
+    mode: null,
+    tlsVersion: null,
+    postgres: null,
+    bytesIn: 0,
+    bytesOut: 0,
+    durationMs: 0,
+    reason: "closed",
+  };
+  const finish = (reason: AccessReason, detail?: string) => {
+    record.reason = reason;
+    if (detail) record.detail = detail;
+    record.durationMs = performance.now() - started;
+    log.access(record);
+  };
+  // A failing client must never take the process down: every error ends this connection only.
+  socket.on("error", () => socket.destroy());
+  socket.setNoDelay(true);
+
+  const table = snapshot.context.tables.get(entryPoint.name);
+  const baseFacts: ConnectionFacts = {
+    entryPoint: entryPoint.name,
+    sni: "",
+    alpn: [],
+    clientIp,
+    localIp: socket.localAddress ?? "",
+    tls: false,
+    postgres: false,
+  };
+
+  // Server-first protocols: with only plain TCP routers, route without reading a byte.
+  if (table?.fastPath) {
+    const decision = decide(snapshot.context, baseFacts);
+    if (decision.matched && !decision.refusal) {
+      await execute(socket, decision, Buffer.alloc(0), baseFacts, env, record, finish, 0);
+      return;
+    }
+  }
+
+  const deadline = entryPoint.readTimeoutMs > 0 ? Date.now() + entryPoint.readTimeoutMs : Number.POSITIVE_INFINITY;
+  const hasTlsRoutes = (table?.tls.length ?? 0) > 0;
+  let bytes: Buffer = Buffer.alloc(0);
+  const postgresPath: string[] = [];
+  for (;;) {
+    const outcome = await peek(socket, bytes, deadline, true);
+    if (outcome.kind !== "ok") {
+      socket.destroy();
+      finish(outcome.kind === "timeout" ? "timeout" : "no_clienthello", outcome.bytes.length > 0 ? `${outcome.bytes.length} bytes received` : undefined);
+      return;
+    }
+    bytes = outcome.bytes;
+    const result = outcome.result;
+    if (result.kind === "pg-gssenc") {
+      // No GSSAPI encryption here: say "N" and keep listening; the client follows with SSLRequest or a startup.
+      postgresPath.push("gssenc");
+      socket.write(Uint8Array.of(NEGOTIATION_REFUSE));
+      bytes = bytes.subarray(8);
+      continue;
+    }
+    if (result.kind === "pg-ssl") {
+      postgresPath.push("sslrequest");
+      bytes = bytes.subarray(8);
+      if (!hasTlsRoutes) {
+        // No TLS router: "N" lets a sslmode=prefer client go on in plaintext.
+        socket.write(Uint8Array.of(NEGOTIATION_REFUSE));
+        postgresPath.push("refused");
+        continue;
+      }
+      socket.write(Uint8Array.of(NEGOTIATION_ACCEPT));
+      const tlsOutcome = await peek(socket, bytes, deadline, false);
+      if (tlsOutcome.kind !== "ok" || tlsOutcome.result.kind !== "tls") {
+        socket.destroy();
+        record.postgres = postgresPath.join("+");
+        if (tlsOutcome.kind === "ok") finish("bad_clienthello", tlsOutcome.result.kind === "bad" ? tlsOutcome.result.reason : "no TLS after SSLRequest");
+        else finish(tlsOutcome.kind === "timeout" ? "timeout" : "no_clienthello");
+        return;
+      }
+      bytes = tlsOutcome.bytes;
+      const hello = tlsOutcome.result;
+      record.postgres = postgresPath.join("+");
+      const facts = { ...baseFacts, tls: true, postgres: true, sni: hello.sni, alpn: hello.alpn };
+      record.sni = hello.sni;
+      record.alpn = hello.alpn;
+      await execute(socket, decide(snapshot.context, facts), bytes, facts, env, record, finish, deadline);
+      return;
+    }
+    if (result.kind === "bad") {
+      socket.destroy();
+      finish("bad_clienthello", result.reason);
+      return;
+    }
+    if (result.kind === "tls") {
+      record.sni = result.sni;
+      record.alpn = result.alpn;
+      if (postgresPath.length > 0) record.postgres = postgresPath.join("+");
+      const facts = { ...baseFacts, tls: true, sni: result.sni, alpn: result.alpn };
+      await execute(socket, decide(snapshot.context, facts), bytes, facts, env, record, finish, deadline);
+      return;
+    }
+    // Plain bytes (including a PostgreSQL StartupMessage or CancelRequest).
+    if (result.kind === "pg-startup") postgresPath.push("plaintext");
+    if (result.kind === "pg-cancel") postgresPath.push("cancel");
+    if (postgresPath.length > 0) record.postgres = postgresPath.join("+");
+    const decision = decide(snapshot.context, baseFacts);
+    if (!decision.matched && result.kind === "pg-startup") {
+      socket.end(
+        encodeErrorResponse({
+          severity: "FATAL",
+          code: "08004",
+          message: "tlsroute routes PostgreSQL connections by TLS server name (SNI); this connection did not use TLS",
+          hint: "Connect with sslmode=require (or verify-full) and a host name, not an IP address, so the client sends SNI.",
+        }),
+      );
+      finish("no_route", "plaintext PostgreSQL startup with no plain TCP router");
+      return;
+    }
+    await execute(socket, decision, bytes, baseFacts, env, record, finish, deadline);
+    return;
+  }
+}
+
+async function execute(
+  socket: Socket,
+  decision: Decision,
+  peeked: Buffer,
+  facts: ConnectionFacts,
+  env: ConnectionEnv,
+  record: AccessRecord,
+  finish: (reason: AccessReason, detail?: string) => void,
+  deadline: number,
+): Promise<void> {
+  const { snapshot, log } = env;
+  record.router = decision.router;
+  record.service = decision.service;
+  record.mode = decision.mode;
+  if (!decision.matched || decision.refusal) {
+    const reason = decision.refusal ?? "no_route";
+    if (facts.tls && (reason === "no_route" || reason === "sni_strict")) socket.end(fatalAlert(ALERT_UNRECOGNIZED_NAME));
+    else if (facts.tls && reason === "alpn_mismatch") socket.end(fatalAlert(ALERT_NO_APPLICATION_PROTOCOL));
+    else socket.destroy();
+    finish(reason, decision.reason);
+    return;
+  }
+  const route = decision.route!;
+
+  // inFlightConn: counted per client IP, per (middleware, router, entry point), released when the connection ends.
+  const releases: (() => void)[] = [];
+  for (const limit of inFlightLimits(snapshot, route.middlewares)) {
+    const key = `${limit.name}\u0000${route.name}\u0000${facts.entryPoint}`;
+    let counts = snapshot.inFlight.get(key);
+    if (!counts) {
+      counts = new Map();
+      snapshot.inFlight.set(key, counts);
+    }
+    const current = counts.get(facts.clientIp) ?? 0;
+    if (current >= limit.amount) {
+      for (const release of releases) release();
+      socket.destroy();
+      finish("too_many_connections", `middleware "${limit.name}" allows ${limit.amount} per client IP`);
+      return;
+    }
+    counts.set(facts.clientIp, current + 1);
+    const map = counts;
+    releases.push(() => {
+      const n = (map.get(facts.clientIp) ?? 1) - 1;
+      if (n <= 0) map.delete(facts.clientIp);
+      else map.set(facts.clientIp, n);
+    });
+  }
+  try {
+    await serveRoute(socket, decision, peeked, facts, env, record, finish, deadline);
+  } catch (err) {
+    socket.destroy();
+    log.error("connection failed unexpectedly", { error: err instanceof Error ? err.message : String(err) });
+    finish("closed", `internal error: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    for (const release of releases) release();
+  }
+}
+
+async function serveRoute(
+  socket: Socket,
+  decision: Decision,
+  peeked: Buffer,
+  facts: ConnectionFacts,
+  env: ConnectionEnv,
+  record: AccessRecord,
+  finish: (reason: AccessReason, detail?: string) => void,
+  deadline: number,
+): Promise<void> {
+  const { snapshot } = env;
+  let client: Socket | TLSSocket = socket;
+  let toBackendFirst: Buffer = peeked;
+  if (decision.mode === "terminate") {
+    const certificate = servingCertificate(snapshot, decision.certificate);
+    const terminator = snapshot.terminators.get(decision.tlsOptions ?? "default", certificate, decision.alpn);
+    const remaining = Number.isFinite(deadline) ? deadline - Date.now() : 24 * 3600_000;
+    const outcome = await terminator.handshake(socket, peeked, remaining);
+    if (!outcome.ok) {
+      socket.destroy();
+      finish(outcome.reason === "handshake_failed" ? "closed" : outcome.reason, `TLS handshake: ${outcome.message.trim()}`);
+      return;
+    }
+    client = outcome.socket;
+    client.on("error", () => client.destroy());
+    record.tlsVersion = outcome.socket.getProtocol() ?? null;
+    toBackendFirst = Buffer.alloc(0);
+  }
+
+  const candidates: ServerTarget[] = snapshot.services.candidates(decision.service!);
+  if (candidates.length === 0) {
+    client.destroy();
+    finish("backend_unreachable", `service "${decision.service}" has no available server`);
+    return;
+  }
+  if (candidates[0]!.address === WHOAMI_ADDRESS) {
+    record.server = WHOAMI_ADDRESS;
+    const line = whoamiLine(decision, facts, client, record);
+    // Bytes as the target saw them: decrypted ones when TLS was terminated here.
+    record.bytesIn = decision.mode === "terminate" ? 0 : peeked.length;
+    record.bytesOut = Buffer.byteLength(line);
+    client.end(line);
+    await new Promise<void>((resolve) => {
+      client.once("close", () => resolve());
+      setTimeout(resolve, 1000).unref();
+    });
+    finish("closed");
+    return;
+  }
+
+  const proxy = {
+    src: facts.clientIp ? { ip: facts.clientIp, port: socket.remotePort ?? 0 } : null,
+    dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
+  };
+  let backend: Socket | TLSSocket | null = null;
+  const failures: string[] = [];
+  for (const target of candidates) {
+    if (target.address === WHOAMI_ADDRESS) continue;
+    const dialed = await dialServer(target.address, target.tls, target.transport, proxy);
+    if (dialed.ok) {
+      backend = dialed.socket;
+      record.server = target.address;
+      break;
+    }
+    failures.push(`${target.address}: ${dialed.message}`);
+  }
+  if (!backend) {
+    client.destroy();
+    finish("backend_unreachable", failures.join("; "));
+    return;
+  }
+  backend.on("error", () => backend?.destroy());
+
+  if (facts.postgres && decision.mode === "passthrough") {
+    // The client already got our "S"; the backend must agree to TLS before it sees the client's hello.
+    const answer = await askBackendForTls(backend);
+    if (answer !== "S") {
+      backend.destroy();
+      client.destroy();
+      finish("backend_refused_ssl", answer === null ? "the backend closed without answering the SSLRequest" : `the backend answered "${answer}" to the SSLRequest`);
+      return;
+    }
+  }
+
+  const terminationDelayMs = candidates.find((c) => c.address === record.server)?.transport.terminationDelayMs ?? 100;
+  if (toBackendFirst.length > 0) backend.write(toBackendFirst);
+  const result = await relay(client, backend, { terminationDelayMs });
+  record.bytesIn = result.bytesFromClient + toBackendFirst.length;
+  record.bytesOut = result.bytesFromBackend;
+  finish("closed", result.error ? result.error.message : undefined);
+}
+
+/** Sends an SSLRequest and reads the one-byte answer (null when the backend closes first). */
+function askBackendForTls(backend: Socket | TLSSocket): Promise<string | null> {
+  return new Promise((resolve) => {
+    const onData = (chunk: Buffer) => {
+      cleanup();
+      // Exactly one byte is expected; anything more is not a PostgreSQL server speaking the protocol.
+      resolve(chunk.length === 1 ? String.fromCharCode(chunk[0]!) : `${String.fromCharCode(chunk[0]!)}+${chunk.length - 1} bytes`);
+    };
+    const onClose = () => {
+      cleanup();
+      resolve(null);
+    };
+    const cleanup = () => {
+      backend.removeListener("data", onData);
+      backend.removeListener("close", onClose);
+      backend.pause();
+    };
+    backend.on("data", onData);
+    backend.once("close", onClose);
+    backend.write(SSL_REQUEST);
+  });
+}

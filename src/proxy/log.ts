@@ -1,0 +1,98 @@
+/**
+ * serve's log: one line per event. `json` is one JSON object per line for machines; `pretty` is a
+ * short aligned line for people. Access lines (one per finished connection) always carry the same
+ * fields, failures included, so a log search can answer "why did my connection not route?".
+ */
+import { colors } from "consola/utils";
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export type LogFormat = "pretty" | "json";
+
+const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+/** The fixed set of reasons an access line ends with. */
+export type AccessReason =
+  | "closed"
+  | "no_clienthello"
+  | "bad_clienthello"
+  | "no_route"
+  | "sni_strict"
+  | "alpn_mismatch"
+  | "client_cert_required"
+  | "ip_denied"
+  | "too_many_connections"
+  | "backend_unreachable"
+  | "backend_refused_ssl"
+  | "timeout";
+
+export interface AccessRecord {
+  entryPoint: string;
+  client: string;
+  sni: string | null;
+  alpn: string[];
+  router: string | null;
+  service: string | null;
+  server: string | null;
+  mode: "terminate" | "passthrough" | "tcp" | null;
+  tlsVersion: string | null;
+  /** How a PostgreSQL client got here: sslrequest, gssenc+sslrequest, plaintext, cancel; null otherwise. */
+  postgres: string | null;
+  bytesIn: number;
+  bytesOut: number;
+  durationMs: number;
+  reason: AccessReason;
+  detail?: string;
+}
+
+export interface Logger {
+  readonly format: LogFormat;
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  access(record: AccessRecord): void;
+}
+
+export function createLogger(options: { level: LogLevel; format: LogFormat; write?: (line: string) => void }): Logger {
+  const threshold = LEVELS[options.level];
+  const write = options.write ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const emit = (level: LogLevel, msg: string, fields: Record<string, unknown> = {}) => {
+    if (LEVELS[level] < threshold) return;
+    if (options.format === "json") {
+      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
+      return;
+    }
+    const label = { debug: colors.dim("DBG"), info: colors.cyan("INF"), warn: colors.yellow("WRN"), error: colors.red("ERR") }[level];
+    const rest = Object.entries(fields)
+      .filter(([, v]) => v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0))
+      .map(([k, v]) => `${colors.dim(`${k}=`)}${typeof v === "string" ? v : JSON.stringify(v)}`)
+      .join(" ");
+    write(`${colors.dim(new Date().toISOString().slice(11, 23))} ${label} ${msg}${rest ? ` ${rest}` : ""}`);
+  };
+  return {
+    format: options.format,
+    debug: (m, f) => emit("debug", m, f),
+    info: (m, f) => emit("info", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    error: (m, f) => emit("error", m, f),
+    access(record) {
+      if (options.format === "json") {
+        emit("info", "connection", { ...record });
+        return;
+      }
+      const ok = record.reason === "closed";
+      const route = record.router ? `${record.router} → ${record.service}${record.server ? ` (${record.server})` : ""}` : "-";
+      emit(ok ? "info" : "warn", `${record.entryPoint} ${record.client} ${ok ? colors.green(record.reason) : colors.yellow(record.reason)} ${route}`, {
+        sni: record.sni,
+        alpn: record.alpn,
+        mode: record.mode,
+        tls: record.tlsVersion,
+        postgres: record.postgres,
+        in: record.bytesIn,
+        out: record.bytesOut,
+        ms: Math.round(record.durationMs),
+        detail: record.detail,
+      });
+    },
+  };
+}

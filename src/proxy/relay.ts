@@ -1,0 +1,199 @@
+/**
+ * The tunnel between a client and a backend once both are connected: two pipes with half-close
+ * propagation and Traefik's `terminationDelay`.
+ *
+ * When one peer half-closes (its FIN, or TLS close_notify, reaches us as 'end'), the other peer's
+ * write half is ended so it sees the same EOF; that peer then has `terminationDelayMs` to finish
+ * sending before both sockets are destroyed (negative: no limit, a true half-open tunnel). When both
+ * peers have half-closed, the sockets close once the buffered bytes are flushed. Any error destroys
+ * both. The promise never rejects: a relay ends with a result, whatever the peers do.
+ *
+ * Both streams must be created with `allowHalfOpen: true`, otherwise Node ends a socket's write half
+ * by itself the moment its read half ends and the propagation here has nothing left to do.
+ */
+import type { Duplex } from "node:stream";
+
+export interface RelayOptions {
+  /** Time the other peer gets to finish sending after the first half-close; negative = unlimited. */
+  terminationDelayMs: number;
+  /**
+   * Destroy both sockets after this long without any byte in either socket (0/undefined = none).
+   * Worth setting: on Deno a TLS socket paused by backpressure can miss its peer's EOF, and only an
+   * idle bound then releases it.
+   */
+  idleTimeoutMs?: number;
+}
+
+export interface RelayResult {
+  bytesFromClient: number;
+  bytesFromBackend: number;
+  /** The first error either side reported (the idle timeout counts as one); null for a clean end. */
+  error: Error | null;
+  /** Which side closed first: the peer that half-closed first, or "error" when an error came first. */
+  firstClose: "client" | "backend" | "error";
+  /** Whether the relay cut the connection itself, and why. */
+  cutBy: "terminationDelay" | "idleTimeout" | null;
+  /** Which side the first error came from, when there was one. */
+  errorSide: "client" | "backend" | null;
+}
+
+type Side = "client" | "backend";
+
+/** The few socket methods the relay uses when the stream is a real socket. */
+interface MaybeSocket {
+  setTimeout?: (ms: number, callback?: () => void) => unknown;
+  closed?: boolean;
+}
+
+export function relay(client: Duplex, backend: Duplex, options: RelayOptions): Promise<RelayResult> {
+  return new Promise<RelayResult>((resolve) => {
+    const result: RelayResult = {
+      bytesFromClient: 0,
+      bytesFromBackend: 0,
+      error: null,
+      firstClose: "error",
+      cutBy: null,
+      errorSide: null,
+    };
+    const streams: Record<Side, Duplex> = { client, backend };
+    const ended: Record<Side, boolean> = { client: false, backend: false };
+    const closed: Record<Side, boolean> = { client: false, backend: false };
+    let firstDecided = false;
+    let terminationTimer: ReturnType<typeof setTimeout> | null = null;
+    let done = false;
+
+    const other = (side: Side): Side => (side === "client" ? "backend" : "client");
+
+    const destroyBoth = (): void => {
+      if (terminationTimer) clearTimeout(terminationTimer);
+      terminationTimer = null;
+      client.destroy();
+      backend.destroy();
+    };
+
+    const finish = (): void => {
+      if (done || !closed.client || !closed.backend) return;
+      done = true;
+      if (terminationTimer) clearTimeout(terminationTimer);
+      resolve(result);
+    };
+
+    const onError = (side: Side, error: Error): void => {
+      if (!result.error) {
+        result.error = error;
+        result.errorSide = side;
+      }
+      if (!firstDecided) {
+        firstDecided = true;
+        result.firstClose = "error";
+      }
+      destroyBoth();
+    };
+
+    const onEnd = (side: Side): void => {
+      if (ended[side]) return;
+      ended[side] = true;
+      if (!firstDecided) {
+        firstDecided = true;
+        result.firstClose = side;
+      }
+      const peer = other(side);
+      // Propagate the EOF: the peer reads EOF and may still answer through its own write half.
+      streams[peer].end();
+      if (ended[peer]) {
+        // Both directions are finished: what is left is flushing, then the sockets close by themselves.
+        if (terminationTimer) clearTimeout(terminationTimer);
+        terminationTimer = null;
+        closeWhenFlushed();
+        return;
+      }
+      if (options.terminationDelayMs >= 0) {
+        terminationTimer = setTimeout(() => {
+          terminationTimer = null;
+          if (ended[peer]) return;
+          result.cutBy ??= "terminationDelay";
+          destroyBoth();
+        }, options.terminationDelayMs);
+        terminationTimer.unref?.();
+      }
+    };
+
+    /**
+     * Node closes a socket once its read half ended and its write half finished; streams that do not
+     * destroy themselves (autoDestroy off) are destroyed here, after their last byte was handed over.
+     */
+    const closeWhenFlushed = (): void => {
+      for (const side of ["client", "backend"] as const) {
+        const stream = streams[side];
+        if (stream.writableFinished) stream.destroy();
+        else stream.once("finish", () => stream.destroy());
+      }
+    };
+
+    for (const side of ["client", "backend"] as const) {
+      const stream = streams[side];
+      stream.on("error", (error: Error) => onError(side, error));
+      const onClose = (): void => {
+        if (closed[side]) return;
+        closed[side] = true;
+        // Closed without reading EOF or without flushing what it had to send: reset, error or
+        // destroyed from outside. The tunnel goes with it.
+        if (!ended[side] || !stream.writableFinished) {
+          if (!firstDecided) {
+            firstDecided = true;
+            result.firstClose = "error";
+          }
+          destroyBoth();
+        }
+        finish();
+      };
+      // A stream that already closed before the relay started will not say so again.
+      if ((stream as Duplex & MaybeSocket).closed === true) queueMicrotask(onClose);
+      else stream.once("close", onClose);
+    }
+
+    const count = (side: Side) => (chunk: Buffer | string) => {
+      if (side === "client") result.bytesFromClient += chunk.length;
+      else result.bytesFromBackend += chunk.length;
+    };
+
+    client.pipe(backend, { end: false });
+    backend.pipe(client, { end: false });
+    client.on("data", count("client"));
+    backend.on("data", count("backend"));
+    client.on("end", () => onEnd("client"));
+    backend.on("end", () => onEnd("backend"));
+
+    const idle = options.idleTimeoutMs ?? 0;
+    if (idle > 0) {
+      const onIdle = () => {
+        if (!result.error) {
+          result.error = new Error(`no traffic for ${idle}ms`);
+          result.errorSide = null;
+        }
+        result.cutBy ??= "idleTimeout";
+        if (!firstDecided) {
+          firstDecided = true;
+          result.firstClose = "error";
+        }
+        destroyBoth();
+      };
+      // Per socket: a stream in one direction keeps both sockets busy (one reads, the other writes).
+      for (const stream of [client, backend] as const) {
+        const socket = stream as Duplex & MaybeSocket;
+        if (typeof socket.setTimeout === "function") socket.setTimeout(idle, onIdle);
+      }
+    }
+
+    for (const side of ["client", "backend"] as const) {
+      const stream = streams[side];
+      if (stream.destroyed) {
+        // Handed over dead (the client left while the backend was being dialled): nothing to relay.
+        queueMicrotask(destroyBoth);
+      } else if (stream.readableEnded) {
+        // Its EOF was read before the relay started (a client that sent its request and shut down).
+        queueMicrotask(() => onEnd(side));
+      }
+    }
+  });
+}

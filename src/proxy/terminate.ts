@@ -1,0 +1,154 @@
+/**
+ * TLS termination. The routing decision (router, TLS options, certificate, ALPN) is made before the
+ * handshake from the ClientHello we parsed, so each handshake only has to execute it: one tls.Server
+ * per (options, certificate, ALPN outcome), created once per configuration and reused. The raw socket
+ * is handed over with `emit('connection')`, the variant that works the same on Node, Bun and Deno
+ * and reports client-certificate verification correctly (reference/runtimes.md §5).
+ */
+import { constants } from "node:crypto";
+import type { Socket } from "node:net";
+import { createServer, type Server, type TLSSocket } from "node:tls";
+import type { TlsOptions } from "../config/model.ts";
+import { CLIENT_AUTH_TYPES } from "../tls/names.ts";
+import { nodeTlsSettings } from "../tls/node-options.ts";
+
+export interface ServingCertificate {
+  id: string;
+  certPem: string;
+  keyPem: string;
+}
+
+export type HandshakeOutcome =
+  | { ok: true; socket: TLSSocket }
+  | { ok: false; reason: "client_cert_required" | "timeout" | "handshake_failed"; message: string };
+
+interface Pending {
+  finish: (outcome: HandshakeOutcome) => void;
+}
+
+/** One tls.Server: fixed options, certificate and ALPN answer. */
+class Terminator {
+  private readonly server: Server;
+  private readonly pending = new Map<string, Pending>();
+
+  constructor(
+    options: TlsOptions | null,
+    certificate: ServingCertificate,
+    alpn: string | null,
+    clientCaPems: string[],
+  ) {
+    const settings = nodeTlsSettings(options);
+    const semantics = CLIENT_AUTH_TYPES[settings.clientAuth];
+    this.server = createServer({
+      key: certificate.keyPem,
+      cert: certificate.certPem,
+      minVersion: settings.minVersion,
+      maxVersion: settings.maxVersion,
+      ciphers: settings.ciphers,
+      ...(settings.ecdhCurve ? { ecdhCurve: settings.ecdhCurve } : {}),
+      // The ALPN answer was settled by decide(); offering exactly it makes the handshake agree.
+      ...(alpn ? { ALPNProtocols: [alpn] } : {}),
+      requestCert: settings.requestCert,
+      rejectUnauthorized: settings.rejectUnauthorized,
+      ...(semantics.verify && clientCaPems.length > 0 ? { ca: clientCaPems } : {}),
+      ...(settings.disableSessionTickets ? { secureOptions: constants.SSL_OP_NO_TICKET } : {}),
+      // Our own deadline (the entry point's readTimeout) bounds the handshake; this is a backstop.
+      handshakeTimeout: 120_000,
+    });
+    this.server.on("secureConnection", (tls: TLSSocket) => {
+      const pending = this.take(tls);
+      if (!pending) {
+        tls.destroy();
+        return;
+      }
+      const problem = clientCertificateProblem(tls, settings.clientAuth);
+      if (problem) {
+        tls.destroy();
+        pending.finish({ ok: false, reason: "client_cert_required", message: problem });
+        return;
+      }
+      pending.finish({ ok: true, socket: tls });
+    });
+    this.server.on("tlsClientError", (err: Error & { code?: string }, tls: TLSSocket) => {
+      const pending = this.take(tls);
+      tls.destroy();
+      if (!pending) return;
+      const certificateError = /CERT|certificate/i.test(`${err.code ?? ""} ${err.message}`);
+      pending.finish({
+        ok: false,
+        reason: certificateError && settings.requestCert ? "client_cert_required" : "handshake_failed",
+        message: err.message,
+      });
+    });
+  }
+
+  private take(tls: TLSSocket): Pending | undefined {
+    const key = `${tls.remoteAddress}|${tls.remotePort}`;
+    const pending = this.pending.get(key);
+    this.pending.delete(key);
+    return pending;
+  }
+
+  handshake(socket: Socket, peeked: Uint8Array, timeoutMs: number): Promise<HandshakeOutcome> {
+    // remoteAddress/remotePort are read now: they read undefined once a socket is closed.
+    const key = `${socket.remoteAddress}|${socket.remotePort}`;
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (outcome: HandshakeOutcome) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        socket.removeListener("close", onClose);
+        this.pending.delete(key);
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => {
+        socket.destroy();
+        finish({ ok: false, reason: "timeout", message: "the client did not finish the TLS handshake in time" });
+      }, Math.max(1, timeoutMs));
+      const onClose = () => finish({ ok: false, reason: "handshake_failed", message: "the client closed the connection during the handshake" });
+      socket.once("close", onClose);
+      this.pending.set(key, { finish });
+      if (peeked.length > 0) socket.unshift(Buffer.from(peeked.buffer, peeked.byteOffset, peeked.byteLength));
+      // The TLS server reads from the socket itself; resuming the raw socket here would steal its bytes.
+      this.server.emit("connection", socket);
+    });
+  }
+}
+
+function clientCertificateProblem(tls: TLSSocket, clientAuth: keyof typeof CLIENT_AUTH_TYPES): string | null {
+  const semantics = CLIENT_AUTH_TYPES[clientAuth];
+  if (!semantics.requestCert) return null;
+  const peer = tls.getPeerCertificate();
+  const presented = peer !== null && typeof peer === "object" && Object.keys(peer).length > 0;
+  if (semantics.requireCert && !presented) return "the client presented no certificate";
+  if (semantics.verify && presented && !tls.authorized) {
+    return `the client certificate does not verify: ${String(tls.authorizationError ?? "unknown error")}`;
+  }
+  return null;
+}
+
+/** Terminators for one configuration; dropped as a whole on reload. */
+export class TerminatorCache {
+  private readonly terminators = new Map<string, Terminator>();
+
+  constructor(
+    private readonly optionsByName: ReadonlyMap<string, TlsOptions>,
+    private readonly clientCas: ReadonlyMap<string, string[]>,
+  ) {}
+
+  get(optionsName: string, certificate: ServingCertificate, alpn: string | null): Terminator {
+    const key = `${optionsName}\u0000${certificate.id}\u0000${alpn ?? ""}`;
+    let terminator = this.terminators.get(key);
+    if (!terminator) {
+      terminator = new Terminator(
+        this.optionsByName.get(optionsName) ?? null,
+        certificate,
+        alpn,
+        this.clientCas.get(optionsName) ?? [],
+      );
+      this.terminators.set(key, terminator);
+    }
+    return terminator;
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * The built-in `whoami@internal` target: answers every connection with one JSON line saying how it
+ * was routed, then closes. It makes routing visible without any backend.
+ */
+import type { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
+import type { ConnectionFacts, Decision } from "../routing/decide.ts";
+import type { AccessRecord } from "./log.ts";
+
+export const WHOAMI_ADDRESS = "whoami@internal";
+
+export function whoamiLine(decision: Decision, facts: ConnectionFacts, client: Socket | TLSSocket, record: AccessRecord): string {
+  const tls = client instanceof TLSSocket ? client : null;
+  const peer = tls?.getPeerCertificate();
+  const subject = peer && typeof peer === "object" && "subject" in peer && peer.subject ? peer.subject : null;
+  const body = {
+    router: decision.router,
+    service: decision.service,
+    entryPoint: facts.entryPoint,
+    mode: decision.mode,
+    client: record.client,
+    sni: facts.tls ? facts.sni || null : null,
+    alpnOffered: facts.alpn,
+    alpnNegotiated: tls ? tls.alpnProtocol || null : null,
+    tlsVersion: tls?.getProtocol() ?? null,
+    cipher: tls?.getCipher()?.name ?? null,
+    clientCertificate: subject ? Object.entries(subject).map(([k, v]) => `${k}=${String(v)}`).join(", ") : null,
+    postgres: record.postgres,
+  };
+  return `${JSON.stringify(body)}\n`;
+}
