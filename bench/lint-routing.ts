@@ -36,7 +36,11 @@ function buildConfig(size: number): unknown {
     };
   }
   for (let i = 0; i < wildcards; i++) {
-    routers[`zone-${i}`] = { rule: `HostSNI(\`*.zone${i}.wild.example.net\`)`, service: `svc-${i % 100}`, tls: {} };
+    routers[`zone-${i}`] = {
+      rule: `HostSNI(\`*.zone${i}.wild.example.net\`)`,
+      service: `svc-${i % 100}`,
+      tls: {},
+    };
   }
   routers.fallback = { rule: "HostSNI(`*`)", service: "svc-0", tls: {} };
   routers.plain = { rule: "HostSNI(`*`)", service: "svc-1" };
@@ -78,7 +82,12 @@ try {
     };
     time(); // warm-up
     const runs = Array.from({ length: RUNS }, time);
-    results.push({ routers: size, runsMs: runs.map((ms) => Math.round(ms)), medianMs: Math.round(median(runs)), warnings });
+    results.push({
+      routers: size,
+      runsMs: runs.map((ms) => Math.round(ms)),
+      medianMs: Math.round(median(runs)),
+      warnings,
+    });
     console.error(`  ${size} routers: done`);
   }
 } finally {

@@ -106,13 +106,14 @@ function connect(port: number, allowHalfOpen = true): Promise<net.Socket> {
   });
 }
 
-describe("relay", () => {
+// A broken relay hangs rather than fails: bound every suite.
+describe("relay", { timeout: 30_000 }, () => {
   it("copies 1 MiB each way byte-exact and counts the bytes", async () => {
     const fromClient = randomBytes(1 << 20);
     const fromBackend = randomBytes(1 << 20);
-    let backendGot: Promise<{ data: Buffer }> | null = null;
+    const backendGots: Promise<{ data: Buffer }>[] = [];
     const backend = net.createServer({ allowHalfOpen: true }, (socket) => {
-      backendGot = collect(socket);
+      backendGots.push(collect(socket));
       socket.end(fromBackend);
     });
     const backendPort = await listen(backend);
@@ -122,8 +123,8 @@ describe("relay", () => {
     client.end(fromClient);
     const got = await clientGot;
     const result = await t.results[0]!;
-    assert.ok(backendGot);
-    const atBackend = await backendGot;
+    assert.equal(backendGots.length, 1);
+    const atBackend = await backendGots[0]!;
     assert.equal(sha256(got.data), sha256(fromBackend));
     assert.equal(sha256(atBackend.data), sha256(fromClient));
     assert.equal(result.bytesFromClient, fromClient.length);
@@ -321,7 +322,7 @@ describe("relay", () => {
   });
 });
 
-describe("dialServer", () => {
+describe("dialServer", { timeout: 30_000 }, () => {
   it("answers refused quickly when nothing listens", async () => {
     const server = net.createServer();
     const port = await listen(server);
@@ -667,6 +668,41 @@ describe("dialServer", () => {
         "uri.test",
       );
       assert.equal(!wrongUri.ok && wrongUri.code, "tls");
+    });
+
+    it("relays a half-close through a TLS backend (close_notify both ways)", async () => {
+      const backend = tls.createServer(
+        { key: leaf.keyPem, cert: leaf.certPem, allowHalfOpen: true },
+        (socket) => {
+          socket.resume();
+          socket.on("end", () => setTimeout(() => socket.end("response"), 20));
+        },
+      );
+      const backendPort = await listen(backend);
+      const results: Promise<RelayResult>[] = [];
+      const front = net.createServer({ allowHalfOpen: true }, (client) => {
+        results.push(
+          (async () => {
+            const dialed = await dialServer(
+              `${HOST}:${backendPort}`,
+              true,
+              withTls({ serverName: "backend.test", ca: [ca.certPem] }),
+              NO_PROXY,
+            );
+            assert.ok(dialed.ok, dialed.ok ? "" : dialed.message);
+            return relay(client, dialed.socket, { terminationDelayMs: 500 });
+          })(),
+        );
+      });
+      const client = await connect(await listen(front));
+      const got = collect(client);
+      client.end("request");
+      assert.equal((await got).data.toString(), "response");
+      const result = await results[0]!;
+      assert.deepEqual([result.bytesFromClient, result.bytesFromBackend, result.error], [7, 8, null]);
+      assert.equal(result.firstClose, "client");
+      await close(front);
+      await close(backend);
     });
 
     it("sends the PROXY header before the ClientHello", async () => {

@@ -9,8 +9,8 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import type { LNode } from "../src/config/located.ts";
 import { parseConfigText } from "../src/config/parse.ts";
-import { coreSchemaValue, parseSimpleYaml } from "../src/config/parse-yaml-simple.ts";
 import { parseYamlDocument } from "../src/config/parse-yaml.ts";
+import { coreSchemaValue, parseSimpleYaml } from "../src/config/parse-yaml-simple.ts";
 
 const FILE = "/cfg/tlsroute.yml";
 
@@ -28,7 +28,10 @@ function agrees(text: string): boolean {
   const fast = parseSimpleYaml(text, FILE);
   if (fast === null) return false;
   const reference = full(text);
-  assert.ok("tree" in reference, `fast path accepted text the full parser rejects (${JSON.stringify(reference)}):\n${text}`);
+  assert.ok(
+    "tree" in reference,
+    `fast path accepted text the full parser rejects (${JSON.stringify(reference)}):\n${text}`,
+  );
   assert.deepStrictEqual(fast, reference.tree, `trees differ for:\n${text}`);
   return true;
 }
@@ -40,16 +43,116 @@ type Tree = { map: [string, Tree][] } | { seq: Tree[] } | { scalar: string };
 
 /** Scalar texts chosen to hit every core-schema type and the characters that end or start plain scalars. */
 const SCALAR_TEXTS = [
-  "websecure", "svc-1", "HostSNI(`db.example.com`)", "HostSNI(`a`) || HostSNI(`b`)", ":8443", "10.0.0.1:5432",
-  "-1", "+12", "0", "-0", "007", "0o17", "0o8", "0x1F", "0xg", "1.5", "1.", ".5", "1e3", "1.2E-4", ".inf",
-  "-.Inf", ".nan", ".NaN", "1_000", "12345678901234567890123", "true", "True", "TRUE", "tRue", "false",
-  "yes", "no", "on", "null", "Null", "NULL", "~", "nil", "a b", "a  b", "x:y", "x :y", "a,b", "[x]", "x]",
-  "{y}", "a#b", "a #b", "it's", 'say "hi"', "back\\slash", "-x", "--", "- x", "?x", "? x", "&a", "*a", "!t",
-  "|", ">", "%x", "@x", "`x`", "<<", "a: b", "a:", "ünï", "😀", "  lead", "trail  ", "",
-  "\u00a0x", "a\u00a0#b", 'a"b', "a'b", "'", '"', "#", "1 # x", "a\\", "x}",
+  "websecure",
+  "svc-1",
+  "HostSNI(`db.example.com`)",
+  "HostSNI(`a`) || HostSNI(`b`)",
+  ":8443",
+  "10.0.0.1:5432",
+  "-1",
+  "+12",
+  "0",
+  "-0",
+  "007",
+  "0o17",
+  "0o8",
+  "0x1F",
+  "0xg",
+  "1.5",
+  "1.",
+  ".5",
+  "1e3",
+  "1.2E-4",
+  ".inf",
+  "-.Inf",
+  ".nan",
+  ".NaN",
+  "1_000",
+  "12345678901234567890123",
+  "true",
+  "True",
+  "TRUE",
+  "tRue",
+  "false",
+  "yes",
+  "no",
+  "on",
+  "null",
+  "Null",
+  "NULL",
+  "~",
+  "nil",
+  "a b",
+  "a  b",
+  "x:y",
+  "x :y",
+  "a,b",
+  "[x]",
+  "x]",
+  "{y}",
+  "a#b",
+  "a #b",
+  "it's",
+  'say "hi"',
+  "back\\slash",
+  "-x",
+  "--",
+  "- x",
+  "?x",
+  "? x",
+  "&a",
+  "*a",
+  "!t",
+  "|",
+  ">",
+  "%x",
+  "@x",
+  "`x`",
+  "<<",
+  "a: b",
+  "a:",
+  "ünï",
+  "😀",
+  "  lead",
+  "trail  ",
+  "",
+  "\u00a0x",
+  "a\u00a0#b",
+  'a"b',
+  "a'b",
+  "'",
+  '"',
+  "#",
+  "1 # x",
+  "a\\",
+  "x}",
 ];
 
-const KEY_TEXTS = ["a", "b", "key", "http", "1", "1.10", "true", "~", "null", "a b", "x:y", "-k", ":k", "k#", "<<", "é", "'q'", 'a"b', "-", "?", "k k", " ", "#k"];
+const KEY_TEXTS = [
+  "a",
+  "b",
+  "key",
+  "http",
+  "1",
+  "1.10",
+  "true",
+  "~",
+  "null",
+  "a b",
+  "x:y",
+  "-k",
+  ":k",
+  "k#",
+  "<<",
+  "é",
+  "'q'",
+  'a"b',
+  "-",
+  "?",
+  "k k",
+  " ",
+  "#k",
+];
 
 const scalarArb = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...SCALAR_TEXTS) },
@@ -76,21 +179,43 @@ const treeArb = treeOf(scalarArb, keyArb);
 
 /** Scalars and keys the fast path must read itself, in any of the layouts below. */
 const SAFE_SCALARS = [
-  "websecure", "HostSNI(`db.example.com`) || ClientIP(`10.0.0.0/8`)", ":8443", "-1", "0o17", "0x1F", "1.5", ".inf",
-  "true", "no", "~", "null", "a b", "x:y", "a,b", "a#b", "it's", 'a"b', 'say "hi"', "C:\\certs\\a.pem", "ünï", "😀", "-x", "x]",
+  "websecure",
+  "HostSNI(`db.example.com`) || ClientIP(`10.0.0.0/8`)",
+  ":8443",
+  "-1",
+  "0o17",
+  "0x1F",
+  "1.5",
+  ".inf",
+  "true",
+  "no",
+  "~",
+  "null",
+  "a b",
+  "x:y",
+  "a,b",
+  "a#b",
+  "it's",
+  'a"b',
+  'say "hi"',
+  "C:\\certs\\a.pem",
+  "ünï",
+  "😀",
+  "-x",
+  "x]",
 ];
 const SAFE_KEYS = ["a", "key", "1.10", "true", "~", "a b", "x:y", "-k", "é"];
 /** Keys unique within a mapping (duplicates are errors, worded by the full parser). */
-const safeTreeArb = treeOf(fc.constantFrom(...SAFE_SCALARS), fc.constantFrom(...SAFE_KEYS)).map(function dedupe(
-  t: Tree,
-): Tree {
-  if ("map" in t) {
-    const seen = new Set<string>();
-    return { map: t.map.filter(([k]) => !seen.has(k) && seen.add(k)).map(([k, v]) => [k, dedupe(v)]) };
-  }
-  if ("seq" in t) return { seq: t.seq.map(dedupe) };
-  return t;
-});
+const safeTreeArb = treeOf(fc.constantFrom(...SAFE_SCALARS), fc.constantFrom(...SAFE_KEYS)).map(
+  function dedupe(t: Tree): Tree {
+    if ("map" in t) {
+      const seen = new Set<string>();
+      return { map: t.map.filter(([k]) => !seen.has(k) && seen.add(k)).map(([k, v]) => [k, dedupe(v)]) };
+    }
+    if ("seq" in t) return { seq: t.seq.map(dedupe) };
+    return t;
+  },
+);
 
 interface Style {
   indent: number;
@@ -106,6 +231,10 @@ interface Style {
   rootIndent: number;
   spaceBeforeColon: boolean;
   extraSpaceAfterDash: boolean;
+  /** Lists of scalars written on one line: `[a, "b", 1]`. */
+  flowLists: boolean;
+  /** Flow list items as they are (awkward ones included) or only in forms a flow list can hold. */
+  flowItemsAsIs: boolean;
 }
 
 const styleArb: fc.Arbitrary<Style> = fc.record({
@@ -120,6 +249,8 @@ const styleArb: fc.Arbitrary<Style> = fc.record({
   rootIndent: fc.constantFrom(0, 0, 0, 2),
   spaceBeforeColon: fc.boolean(),
   extraSpaceAfterDash: fc.boolean(),
+  flowLists: fc.boolean(),
+  flowItemsAsIs: fc.boolean(),
 });
 
 function render(tree: Tree, style: Style, seed: number): string {
@@ -129,13 +260,15 @@ function render(tree: Tree, style: Style, seed: number): string {
     return (n & 0xff) < 64;
   };
   const scalar = (text: string): string => {
-    const mode = style.quoting === "mixed" ? (coin() ? "single" : coin() ? "double" : "plain") : style.quoting;
+    const mode =
+      style.quoting === "mixed" ? (coin() ? "single" : coin() ? "double" : "plain") : style.quoting;
     if (mode === "single") return `'${text.replaceAll("'", "''")}'`;
     if (mode === "double") return JSON.stringify(text);
     return text;
   };
   const lines: string[] = [];
-  const tail = () => (style.comments && coin() ? "  # note: x" : "") + (style.trailingSpaces && coin() ? "  " : "");
+  const tail = () =>
+    (style.comments && coin() ? "  # note: x" : "") + (style.trailingSpaces && coin() ? "  " : "");
   const extras = (pad: string) => {
     if (style.blankLines && coin()) lines.push("");
     if (style.comments && coin()) lines.push(`${pad}# comment`);
@@ -143,16 +276,30 @@ function render(tree: Tree, style: Style, seed: number): string {
   const colon = () => (style.spaceBeforeColon && coin() ? " :" : ":");
   const dash = () => (style.extraSpaceAfterDash && coin() ? "-   " : "- ");
   const emptyFlow = (t: Tree) => ("map" in t ? "{}" : "[]");
+  const flowItem = (text: string) =>
+    style.flowItemsAsIs && coin()
+      ? scalar(text)
+      : /^[A-Za-z0-9][^,[\]{}:#]*$/.test(text) && !text.endsWith(" ") && coin()
+        ? text
+        : JSON.stringify(text);
+  /** A list of scalars on one line, or null when the list holds collections (or flow style is off). */
+  const flowList = (t: Tree): string | null => {
+    if (!style.flowLists || !("seq" in t) || !t.seq.every((i) => "scalar" in i) || !coin()) return null;
+    const items = t.seq.map((i) => flowItem("scalar" in i ? i.scalar : ""));
+    return `[${coin() ? " " : ""}${items.join(coin() ? ", " : ",")}${coin() ? "," : ""}${coin() ? " " : ""}]`;
+  };
   // `first` is the text that opens the first line (a "- " prefix for a compact mapping in a list).
   const block = (t: Tree, indent: number, first: string | null): void => {
     const pad = " ".repeat(indent);
     if ("map" in t) {
       t.map.forEach(([key, value], index) => {
         const lead = index === 0 && first !== null ? first : pad;
+        const flow = flowList(value);
         const k = coin() && coin() ? scalar(key) : key;
         if ("scalar" in value) lines.push(`${lead}${k}${colon()} ${scalar(value.scalar)}${tail()}`);
         else if (("map" in value ? value.map : value.seq).length === 0)
           lines.push(`${lead}${k}${colon()} ${emptyFlow(value)}${tail()}`);
+        else if (flow !== null) lines.push(`${lead}${k}${colon()} ${flow}${tail()}`);
         else {
           lines.push(`${lead}${k}${colon()}${tail()}`);
           extras(pad);
@@ -184,9 +331,54 @@ function render(tree: Tree, style: Style, seed: number): string {
   return lines.join(style.crlf ? "\r\n" : "\n") + (coin() ? "" : style.crlf ? "\r\n" : "\n");
 }
 
-const EDIT_TEXTS = [":", ": ", "#", " #", "-", "- ", " ", "  ", "\n", "\n  ", "'", '"', "[", "]", "{", "}", "&a ", "*a",
-  "!!str ", "|", ">", "\\", "?", ",", "\t", "\r", "---\n", "...", "<<: ", "x", "\u2028", "%",
-  "\u00a0", "\ufeff", "\r\n", "- -", "? ", "!", "@", "`", "0x", "~", "0o"];
+const EDIT_TEXTS = [
+  ":",
+  ": ",
+  "#",
+  " #",
+  "-",
+  "- ",
+  " ",
+  "  ",
+  "\n",
+  "\n  ",
+  "'",
+  '"',
+  "[",
+  "]",
+  "{",
+  "}",
+  "&a ",
+  "*a",
+  "!!str ",
+  "|",
+  ">",
+  "\\",
+  "?",
+  ",",
+  "\t",
+  "\r",
+  "---\n",
+  "...",
+  "<<: ",
+  "x",
+  "\u2028",
+  "%",
+  "\u00a0",
+  "\ufeff",
+  "\r\n",
+  "- -",
+  "? ",
+  "!",
+  "@",
+  "`",
+  "0x",
+  "~",
+  "0o",
+  "\u0085",
+  "\u0001",
+  "\u007f",
+];
 
 type Edit = { at: number; remove: number; insert: string };
 const editArb: fc.Arbitrary<Edit> = fc.record({
@@ -209,11 +401,32 @@ function applyEdits(text: string, edits: Edit[]): string {
 describe("fast YAML reader", () => {
   it("types plain scalars like the YAML 1.2 core schema", () => {
     const cases: [string, unknown][] = [
-      ["~", null], ["null", null], ["Null", null], ["NULL", null], ["nULL", "nULL"],
-      ["true", true], ["True", true], ["FALSE", false], ["yes", "yes"],
-      ["0o17", 15], ["0o8", "0o8"], ["-12", -12], ["+12", 12], ["-0", -0], ["007", 7], ["0x1F", 31], ["0X1F", "0X1F"],
-      ["1.5", 1.5], ["1.", 1], [".5", 0.5], ["1e3", 1000], ["-.inf", Number.NEGATIVE_INFINITY],
-      [".Inf", Number.POSITIVE_INFINITY], [".NaN", Number.NaN], ["1_000", "1_000"], ["v1.2", "v1.2"],
+      ["~", null],
+      ["null", null],
+      ["Null", null],
+      ["NULL", null],
+      ["nULL", "nULL"],
+      ["true", true],
+      ["True", true],
+      ["FALSE", false],
+      ["yes", "yes"],
+      ["0o17", 15],
+      ["0o8", "0o8"],
+      ["-12", -12],
+      ["+12", 12],
+      ["-0", -0],
+      ["007", 7],
+      ["0x1F", 31],
+      ["0X1F", "0X1F"],
+      ["1.5", 1.5],
+      ["1.", 1],
+      [".5", 0.5],
+      ["1e3", 1000],
+      ["-.inf", Number.NEGATIVE_INFINITY],
+      [".Inf", Number.POSITIVE_INFINITY],
+      [".NaN", Number.NaN],
+      ["1_000", "1_000"],
+      ["v1.2", "v1.2"],
     ];
     for (const [text, expected] of cases) assert.deepStrictEqual(coreSchemaValue(text), expected, text);
   });
@@ -229,6 +442,7 @@ describe("fast YAML reader", () => {
       "# only a comment\n\n",
       "---\n",
       'path: "C:\\\\certs\\\\db.pem"\nesc: "\\t\\x41\\u00e9\\U0001F600\\"\\/\\ \\_"\n',
+      'entryPoints: [websecure, "web secure", 1,]\nsourceRange: [ "10.0.0.0/8", "::1" ]  # note\n',
     ];
     for (const text of texts) assert.ok(agrees(text), `fast path declined:\n${text}`);
     const tree = parseSimpleYaml(texts[0] ?? "", FILE);
@@ -237,10 +451,29 @@ describe("fast YAML reader", () => {
 
   it("declines what it does not read, leaving the full parser to decide or to word the error", () => {
     const declined = [
-      "a: &x 1\nb: *x\n", "a: !!str 1\n", "<<: {a: 1}\n", "a: |\n  text\n", "a: b\n  c\n", 'a: "x\\qy"\n', 'a: "\\x4"\n',
-      "a: [1, 2]\n", "a: {b: 1}\n", "a:\tb\n", "a: 1\n---\nb: 2\n", "%YAML 1.2\n---\na: 1\n", "- a\n- b\n",
-      "a: 1\na: 2\n", "a: b: c\n", "a:\n  b: 1\n c: 2\n", "a: 'open\n", "? a\n: b\n", "a: - b\n",
-      "a:\n- - x\n", "plain\n",
+      "a: &x 1\nb: *x\n",
+      "a: !!str 1\n",
+      "<<: {a: 1}\n",
+      "a: |\n  text\n",
+      "a: b\n  c\n",
+      'a: "x\\qy"\n',
+      'a: "\\x4"\n',
+      "a: [1, [2]]\n",
+      "a: [x: 1]\n",
+      "a: [b, , c]\n",
+      "a: {b: 1}\n",
+      "a:\tb\n",
+      "a: 1\n---\nb: 2\n",
+      "%YAML 1.2\n---\na: 1\n",
+      "- a\n- b\n",
+      "a: 1\na: 2\n",
+      "a: b: c\n",
+      "a:\n  b: 1\n c: 2\n",
+      "a: 'open\n",
+      "? a\n: b\n",
+      "a: - b\n",
+      "a:\n- - x\n",
+      "plain\n",
     ];
     for (const text of declined) assert.equal(parseSimpleYaml(text, FILE), null, text);
     // …and parseConfigText still answers them as before, through the full parser.
@@ -251,7 +484,11 @@ describe("fast YAML reader", () => {
   it("reads every generated document of the subset itself, and agrees with the full parser", () => {
     fc.assert(
       fc.property(safeTreeArb, styleArb, fc.nat(), (tree, style, seed) => {
-        const text = render({ map: "map" in tree ? tree.map : [["root", tree]] }, style, seed);
+        const text = render(
+          { map: "map" in tree ? tree.map : [["root", tree]] },
+          { ...style, flowItemsAsIs: false },
+          seed,
+        );
         assert.ok(agrees(text), `fast path declined:\n${text}`);
       }),
       { numRuns: 500 },
@@ -269,9 +506,17 @@ describe("fast YAML reader", () => {
 
   it("never answers differently from the full parser on damaged documents", () => {
     fc.assert(
-      fc.property(treeArb, styleArb, fc.nat(), fc.array(editArb, { minLength: 1, maxLength: 3 }), (tree, style, seed, edits) => {
-        agrees(applyEdits(render({ map: "map" in tree ? tree.map : [["root", tree]] }, style, seed), edits));
-      }),
+      fc.property(
+        treeArb,
+        styleArb,
+        fc.nat(),
+        fc.array(editArb, { minLength: 1, maxLength: 3 }),
+        (tree, style, seed, edits) => {
+          agrees(
+            applyEdits(render({ map: "map" in tree ? tree.map : [["root", tree]] }, style, seed), edits),
+          );
+        },
+      ),
       { numRuns: 1500 },
     );
   });

@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import { defineCommand } from "citty";
 import { parseListenAddress } from "../config/normalize.ts";
 import type { Diagnostic } from "../diagnostics.ts";
-import { createLogger, type LogFormat, type LogLevel, type Logger } from "../proxy/log.ts";
+import { createLogger, type LogFormat, type Logger, type LogLevel } from "../proxy/log.ts";
 import { ProxyServer } from "../proxy/server.ts";
 import { generateDefaultCertificate } from "../tls/generated.ts";
 import { openWorkspace, type Workspace } from "../workspace.ts";
@@ -13,17 +13,26 @@ export const serveCommand = defineCommand({
   meta: { name: "serve", description: "Run the router: listen on the entry points and route connections" },
   args: {
     config: { type: "string", alias: "c", description: "Configuration file or directory (repeatable)" },
-    entrypoint: { type: "string", description: "Override an entry point address: NAME=ADDRESS (repeatable; port 0 allowed)" },
+    entrypoint: {
+      type: "string",
+      description: "Override an entry point address: NAME=ADDRESS (repeatable; port 0 allowed)",
+    },
     "log-level": { type: "string", description: "debug, info, warn or error", default: "info" },
-    "log-format": { type: "string", description: "pretty (for people) or json (one object per line)", default: "pretty" },
+    "log-format": {
+      type: "string",
+      description: "pretty (for people) or json (one object per line)",
+      default: "pretty",
+    },
     watch: { type: "boolean", description: "Reload when a configuration file changes", default: false },
     debug: { type: "boolean", description: "Print stack traces of internal errors", default: false },
   },
   async run({ args }) {
     const level = lastString(args["log-level"]) ?? "info";
-    if (!["debug", "info", "warn", "error"].includes(level)) throw new UsageError(`--log-level must be debug, info, warn or error, got "${level}"`);
+    if (!["debug", "info", "warn", "error"].includes(level))
+      throw new UsageError(`--log-level must be debug, info, warn or error, got "${level}"`);
     const format = lastString(args["log-format"]) ?? "pretty";
-    if (format !== "pretty" && format !== "json") throw new UsageError(`--log-format must be pretty or json, got "${format}"`);
+    if (format !== "pretty" && format !== "json")
+      throw new UsageError(`--log-format must be pretty or json, got "${format}"`);
     const overrides = parseOverrides(listFlag(args.entrypoint));
     const paths = listFlag(args.config);
     const log = createLogger({ level: level as LogLevel, format: format as LogFormat });
@@ -47,7 +56,9 @@ export const serveCommand = defineCommand({
           next = openWorkspace(paths);
           applyOverrides(next, overrides);
         } catch (err) {
-          log.error("reload failed; keeping the running configuration", { error: err instanceof Error ? err.message : String(err) });
+          log.error("reload failed; keeping the running configuration", {
+            error: err instanceof Error ? err.message : String(err),
+          });
           return;
         }
         if (!reportDiagnostics(next.diagnostics, log)) {
@@ -58,7 +69,9 @@ export const serveCommand = defineCommand({
           await server.reload(next);
           log.info("configuration reloaded", { routers: next.model.routers.size });
         } catch (err) {
-          log.error("reload failed; keeping the running configuration", { error: err instanceof Error ? err.message : String(err) });
+          log.error("reload failed; keeping the running configuration", {
+            error: err instanceof Error ? err.message : String(err),
+          });
         }
       });
     };
@@ -97,7 +110,11 @@ interface Override {
 function parseOverrides(values: string[]): Override[] {
   return values.map((value) => {
     const eq = value.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--entrypoint "${value}" must be NAME=ADDRESS`, 'For example --entrypoint websecure=127.0.0.1:0');
+    if (eq <= 0)
+      throw new UsageError(
+        `--entrypoint "${value}" must be NAME=ADDRESS`,
+        "For example --entrypoint websecure=127.0.0.1:0",
+      );
     const name = value.slice(0, eq);
     const address = value.slice(eq + 1);
     const parsed = parseListenAddress(address);
@@ -146,7 +163,10 @@ function watchFiles(files: string[], reload: (why: string) => void, log: Logger)
         timer = setTimeout(() => reload(`file change${name ? `: ${name}` : ""}`), 200);
       });
     } catch (err) {
-      log.warn("cannot watch configuration directory", { dir, error: err instanceof Error ? err.message : String(err) });
+      log.warn("cannot watch configuration directory", {
+        dir,
+        error: err instanceof Error ? err.message : String(err),
+      });
     }
   }
 }

@@ -7,7 +7,7 @@
  * It builds exactly the tree `parseYaml` would (values, key order, every position), or returns
  * null, and then the `yaml` package decides. Null is the answer for everything outside the
  * subset: anchors, aliases, tags, merge keys, block scalars, multi-line scalars, unknown escapes in
- * double quotes, non-empty flow collections, tabs, directives, several documents, duplicate keys, and any
+ * double quotes, flow collections other than one-line lists of scalars (and {}), tabs, directives, several documents, duplicate keys, and any
  * line it cannot place. So every error message still comes from the one full parser.
  *
  * Plain scalars are typed by the YAML 1.2 core schema, as `yaml` does by default: null, booleans,
@@ -28,10 +28,42 @@ const notSimple = new NotSimple("not simple YAML");
  * Characters that cannot start a plain scalar in block context (YAML 1.2 c-indicator), except that
  * "-", "?" and ":" followed by a non-space can; "?" is left to the full parser.
  */
-const INDICATOR = new Set(["-", "?", ":", ",", "[", "]", "{", "}", "#", "&", "*", "!", "|", ">", "'", '"', "%", "@", "`"]);
+const INDICATOR = new Set([
+  "-",
+  "?",
+  ":",
+  ",",
+  "[",
+  "]",
+  "{",
+  "}",
+  "#",
+  "&",
+  "*",
+  "!",
+  "|",
+  ">",
+  "'",
+  '"',
+  "%",
+  "@",
+  "`",
+]);
 
-/** Text the subset never contains: tabs, lone CRs, other control characters, NEL, LS/PS, BOM. */
-const OUTSIDE_SUBSET = /[\t\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029\ufeff]|\r(?!\n)/;
+/** Whether `text` has what the subset never reads: tabs, lone CRs, other control characters, NEL, LS/PS, BOM. */
+function hasCharactersOutsideSubset(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x20 && c < 0x7f) continue;
+    if (c === 10) continue;
+    if (c === 13) {
+      if (text.charCodeAt(i + 1) === 10) continue;
+      return true;
+    }
+    if (c < 0x20 || c === 0x7f || c === 0x85 || c === 0x2028 || c === 0x2029 || c === 0xfeff) return true;
+  }
+  return false;
+}
 
 const NULL = /^(?:~|[Nn]ull|NULL)$/;
 const BOOL = /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/;
@@ -126,7 +158,10 @@ class SimpleYamlReader {
 
   private isSeqItem(line: number, column: number): boolean {
     const text = this.lines[line] ?? "";
-    return text.charCodeAt(column) === 45 /* - */ && (column + 1 === text.length || text.charCodeAt(column + 1) === 32);
+    return (
+      text.charCodeAt(column) === 45 /* - */ &&
+      (column + 1 === text.length || text.charCodeAt(column + 1) === 32)
+    );
   }
 
   /** A block node starting on content line `line` at its indentation. Returns the node and the next line. */
@@ -248,6 +283,44 @@ class SimpleYamlReader {
     return { name, colon };
   }
 
+  /**
+   * A one-line flow sequence of scalars, `[a, "b c", 1]` (a trailing comma allowed, as in YAML).
+   * Plain items with ":" or "#" in them, nested collections and empty items go to the full parser.
+   */
+  private flowSequence(line: number, col: number): LNode {
+    const text = this.lines[line] ?? "";
+    const items: LNode[] = [];
+    let i = col + 1;
+    for (;;) {
+      while (text.charCodeAt(i) === 32) i++;
+      if (text[i] === "]") break; // "[]", "[ ]", or after a trailing comma
+      const start = i;
+      const first = text[start];
+      let value: Scalar;
+      if (first === '"' || first === "'") {
+        const quoted = quotedScalar(text, start);
+        if (!quoted) throw notSimple;
+        value = quoted.value;
+        i = quoted.end;
+      } else {
+        if (first === undefined || INDICATOR.has(first)) throw notSimple;
+        i = flowItemEnd(text, start);
+        let end = i;
+        while (end > start && text.charCodeAt(end - 1) === 32) end--;
+        const raw = text.slice(start, end);
+        if (raw === "<<") throw notSimple;
+        value = coreSchemaValue(raw);
+      }
+      items.push({ kind: "scalar", value, pos: this.pos(line, start) });
+      while (text.charCodeAt(i) === 32) i++;
+      if (text[i] === "]") break;
+      if (text[i] !== ",") throw notSimple;
+      i++;
+    }
+    if (!onlyCommentAfter(text, i + 1)) throw notSimple;
+    return { kind: "seq", items, pos: this.pos(line, col) };
+  }
+
   /** A one-line scalar or empty flow collection at `col`, followed by nothing but a comment. */
   private inline(line: number, col: number): LNode {
     const text = this.lines[line] ?? "";
@@ -256,18 +329,31 @@ class SimpleYamlReader {
     let scalar: InlineScalar | null;
     if (first === '"' || first === "'") {
       scalar = quotedScalar(text, col);
-    } else if (first === "{" || first === "[") {
-      const close = first === "{" ? "}" : "]";
+    } else if (first === "[") {
+      return this.flowSequence(line, col);
+    } else if (first === "{") {
       let end = col + 1;
       while (text.charCodeAt(end) === 32) end++;
-      if (text[end] !== close || !onlyCommentAfter(text, end + 1)) throw notSimple;
-      return first === "{" ? { kind: "map", entries: new Map(), pos } : { kind: "seq", items: [], pos };
+      if (text[end] !== "}" || !onlyCommentAfter(text, end + 1)) throw notSimple;
+      return { kind: "map", entries: new Map(), pos };
     } else {
       scalar = plainScalar(text, col);
     }
     if (!scalar || !onlyCommentAfter(text, scalar.end)) throw notSimple;
     return { kind: "scalar", value: scalar.value, pos };
   }
+}
+
+/** Where a plain item of a flow sequence ends: at a flow indicator, or at ":" or "#" (left to the full parser). */
+function flowItemEnd(text: string, from: number): number {
+  let i = from;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    // , [ ] { } : #
+    if (c === 44 || c === 91 || c === 93 || c === 123 || c === 125 || c === 58 || c === 35) break;
+    i++;
+  }
+  return i;
 }
 
 /** A ":" that ends a key: followed by a space or the end of the line. */
@@ -372,7 +458,7 @@ function quotedScalar(text: string, col: number): (InlineScalar & { value: strin
  * has no byte order mark.
  */
 export function parseSimpleYaml(text: string, file: string): MapNode | null {
-  if (OUTSIDE_SUBSET.test(text)) return null;
+  if (hasCharactersOutsideSubset(text)) return null;
   try {
     return new SimpleYamlReader(text, file).document();
   } catch (error) {

@@ -20,11 +20,11 @@ import {
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
 import { dialServer } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
-import type { Snapshot } from "./snapshot.ts";
 import { relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
+import type { Snapshot } from "./snapshot.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
-import { whoamiLine, WHOAMI_ADDRESS } from "./whoami.ts";
+import { WHOAMI_ADDRESS, whoamiLine } from "./whoami.ts";
 
 /** A ClientHello (or PostgreSQL start) bigger than this is refused: Go's limits allow ~64 KiB of hello. */
 const MAX_PEEK_BYTES = 256 * 1024;
@@ -88,7 +88,12 @@ function classify(bytes: Buffer, postgresAllowed: boolean): Classified | null {
 }
 
 /** Reads until the first bytes say what the connection is, without consuming them for whoever comes next. */
-function peek(socket: Socket, initial: Buffer, deadline: number, postgresAllowed: boolean): Promise<PeekOutcome> {
+function peek(
+  socket: Socket,
+  initial: Buffer,
+  deadline: number,
+  postgresAllowed: boolean,
+): Promise<PeekOutcome> {
   return new Promise((resolve) => {
     let bytes = initial;
     const immediate = classify(bytes, postgresAllowed);
@@ -178,7 +183,8 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
     }
   }
 
-  const deadline = entryPoint.readTimeoutMs > 0 ? Date.now() + entryPoint.readTimeoutMs : Number.POSITIVE_INFINITY;
+  const deadline =
+    entryPoint.readTimeoutMs > 0 ? Date.now() + entryPoint.readTimeoutMs : Number.POSITIVE_INFINITY;
   const hasTlsRoutes = (table?.tls.length ?? 0) > 0;
   let bytes: Buffer = Buffer.alloc(0);
   const postgresPath: string[] = [];
@@ -186,7 +192,10 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
     const outcome = await peek(socket, bytes, deadline, true);
     if (outcome.kind !== "ok") {
       socket.destroy();
-      finish(outcome.kind === "timeout" ? "timeout" : "no_clienthello", outcome.bytes.length > 0 ? `${outcome.bytes.length} bytes received` : undefined);
+      finish(
+        outcome.kind === "timeout" ? "timeout" : "no_clienthello",
+        outcome.bytes.length > 0 ? `${outcome.bytes.length} bytes received` : undefined,
+      );
       return;
     }
     bytes = outcome.bytes;
@@ -212,7 +221,11 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
       if (tlsOutcome.kind !== "ok" || tlsOutcome.result.kind !== "tls") {
         socket.destroy();
         record.postgres = postgresPath.join("+");
-        if (tlsOutcome.kind === "ok") finish("bad_clienthello", tlsOutcome.result.kind === "bad" ? tlsOutcome.result.reason : "no TLS after SSLRequest");
+        if (tlsOutcome.kind === "ok")
+          finish(
+            "bad_clienthello",
+            tlsOutcome.result.kind === "bad" ? tlsOutcome.result.reason : "no TLS after SSLRequest",
+          );
         else finish(tlsOutcome.kind === "timeout" ? "timeout" : "no_clienthello");
         return;
       }
@@ -248,7 +261,8 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
         encodeErrorResponse({
           severity: "FATAL",
           code: "08004",
-          message: "tlsroute routes PostgreSQL connections by TLS server name (SNI); this connection did not use TLS",
+          message:
+            "tlsroute routes PostgreSQL connections by TLS server name (SNI); this connection did not use TLS",
           hint: "Connect with sslmode=require (or verify-full) and a host name, not an IP address, so the client sends SNI.",
         }),
       );
@@ -276,7 +290,8 @@ async function execute(
   record.mode = decision.mode;
   if (!decision.matched || decision.refusal) {
     const reason = decision.refusal ?? "no_route";
-    if (facts.tls && (reason === "no_route" || reason === "sni_strict")) socket.end(fatalAlert(ALERT_UNRECOGNIZED_NAME));
+    if (facts.tls && (reason === "no_route" || reason === "sni_strict"))
+      socket.end(fatalAlert(ALERT_UNRECOGNIZED_NAME));
     else if (facts.tls && reason === "alpn_mismatch") socket.end(fatalAlert(ALERT_NO_APPLICATION_PROTOCOL));
     else socket.destroy();
     finish(reason, decision.reason);
@@ -339,7 +354,10 @@ async function serveRoute(
     const outcome = await terminator.handshake(socket, peeked, remaining);
     if (!outcome.ok) {
       socket.destroy();
-      finish(outcome.reason === "handshake_failed" ? "closed" : outcome.reason, `TLS handshake: ${outcome.message.trim()}`);
+      finish(
+        outcome.reason === "handshake_failed" ? "closed" : outcome.reason,
+        `TLS handshake: ${outcome.message.trim()}`,
+      );
       return;
     }
     client = outcome.socket;
@@ -374,12 +392,14 @@ async function serveRoute(
     dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
   };
   let backend: Socket | TLSSocket | null = null;
+  let dialedTarget: ServerTarget | null = null;
   const failures: string[] = [];
   for (const target of candidates) {
     if (target.address === WHOAMI_ADDRESS) continue;
     const dialed = await dialServer(target.address, target.tls, target.transport, proxy);
     if (dialed.ok) {
       backend = dialed.socket;
+      dialedTarget = target;
       record.server = target.address;
       break;
     }
@@ -398,12 +418,17 @@ async function serveRoute(
     if (answer !== "S") {
       backend.destroy();
       client.destroy();
-      finish("backend_refused_ssl", answer === null ? "the backend closed without answering the SSLRequest" : `the backend answered "${answer}" to the SSLRequest`);
+      finish(
+        "backend_refused_ssl",
+        answer === null
+          ? "the backend closed without answering the SSLRequest"
+          : `the backend answered "${answer}" to the SSLRequest`,
+      );
       return;
     }
   }
 
-  const terminationDelayMs = candidates.find((c) => c.address === record.server)?.transport.terminationDelayMs ?? 100;
+  const terminationDelayMs = dialedTarget?.transport.terminationDelayMs ?? 100;
   if (toBackendFirst.length > 0) backend.write(toBackendFirst);
   const result = await relay(client, backend, { terminationDelayMs });
   record.bytesIn = result.bytesFromClient + toBackendFirst.length;
@@ -417,7 +442,11 @@ function askBackendForTls(backend: Socket | TLSSocket): Promise<string | null> {
     const onData = (chunk: Buffer) => {
       cleanup();
       // Exactly one byte is expected; anything more is not a PostgreSQL server speaking the protocol.
-      resolve(chunk.length === 1 ? String.fromCharCode(chunk[0]!) : `${String.fromCharCode(chunk[0]!)}+${chunk.length - 1} bytes`);
+      resolve(
+        chunk.length === 1
+          ? String.fromCharCode(chunk[0]!)
+          : `${String.fromCharCode(chunk[0]!)}+${chunk.length - 1} bytes`,
+      );
     };
     const onClose = () => {
       cleanup();

@@ -101,6 +101,8 @@ function exchange(
       );
     };
     socket.on("error", (error) => settle({ ok: false, reason: error.message }));
+    // Destroyed from here (the checker stopped) or closed without a clean end.
+    socket.once("close", () => settle({ ok: false, reason: "connection closed" }));
     socket.once("end", () =>
       settle({
         ok: false,

@@ -53,7 +53,11 @@ export interface Logger {
   access(record: AccessRecord): void;
 }
 
-export function createLogger(options: { level: LogLevel; format: LogFormat; write?: (line: string) => void }): Logger {
+export function createLogger(options: {
+  level: LogLevel;
+  format: LogFormat;
+  write?: (line: string) => void;
+}): Logger {
   const threshold = LEVELS[options.level];
   const write = options.write ?? ((line: string) => process.stdout.write(`${line}\n`));
   const emit = (level: LogLevel, msg: string, fields: Record<string, unknown> = {}) => {
@@ -62,7 +66,12 @@ export function createLogger(options: { level: LogLevel; format: LogFormat; writ
       write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
       return;
     }
-    const label = { debug: colors.dim("DBG"), info: colors.cyan("INF"), warn: colors.yellow("WRN"), error: colors.red("ERR") }[level];
+    const label = {
+      debug: colors.dim("DBG"),
+      info: colors.cyan("INF"),
+      warn: colors.yellow("WRN"),
+      error: colors.red("ERR"),
+    }[level];
     const rest = Object.entries(fields)
       .filter(([, v]) => v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0))
       .map(([k, v]) => `${colors.dim(`${k}=`)}${typeof v === "string" ? v : JSON.stringify(v)}`)
@@ -81,18 +90,24 @@ export function createLogger(options: { level: LogLevel; format: LogFormat; writ
         return;
       }
       const ok = record.reason === "closed";
-      const route = record.router ? `${record.router} → ${record.service}${record.server ? ` (${record.server})` : ""}` : "-";
-      emit(ok ? "info" : "warn", `${record.entryPoint} ${record.client} ${ok ? colors.green(record.reason) : colors.yellow(record.reason)} ${route}`, {
-        sni: record.sni,
-        alpn: record.alpn,
-        mode: record.mode,
-        tls: record.tlsVersion,
-        postgres: record.postgres,
-        in: record.bytesIn,
-        out: record.bytesOut,
-        ms: Math.round(record.durationMs),
-        detail: record.detail,
-      });
+      const route = record.router
+        ? `${record.router} → ${record.service}${record.server ? ` (${record.server})` : ""}`
+        : "-";
+      emit(
+        ok ? "info" : "warn",
+        `${record.entryPoint} ${record.client} ${ok ? colors.green(record.reason) : colors.yellow(record.reason)} ${route}`,
+        {
+          sni: record.sni,
+          alpn: record.alpn,
+          mode: record.mode,
+          tls: record.tlsVersion,
+          postgres: record.postgres,
+          in: record.bytesIn,
+          out: record.bytesOut,
+          ms: Math.round(record.durationMs),
+          detail: record.detail,
+        },
+      );
     },
   };
 }

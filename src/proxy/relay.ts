@@ -18,6 +18,7 @@ export interface RelayOptions {
   terminationDelayMs: number;
   /**
    * Destroy both sockets after this long without any byte in either socket (0/undefined = none).
+   * Replaces any inactivity timeout already set on the sockets (`socket.setTimeout`).
    * Worth setting: on Deno a TLS socket paused by backpressure can miss its peer's EOF, and only an
    * idle bound then releases it.
    */
@@ -165,24 +166,26 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
     backend.on("end", () => onEnd("backend"));
 
     const idle = options.idleTimeoutMs ?? 0;
-    if (idle > 0) {
-      const onIdle = () => {
-        if (!result.error) {
-          result.error = new Error(`no traffic for ${idle}ms`);
-          result.errorSide = null;
-        }
-        result.cutBy ??= "idleTimeout";
-        if (!firstDecided) {
-          firstDecided = true;
-          result.firstClose = "error";
-        }
-        destroyBoth();
-      };
-      // Per socket: a stream in one direction keeps both sockets busy (one reads, the other writes).
-      for (const stream of [client, backend] as const) {
-        const socket = stream as Duplex & MaybeSocket;
-        if (typeof socket.setTimeout === "function") socket.setTimeout(idle, onIdle);
+    const onIdle = (): void => {
+      if (!result.error) {
+        result.error = new Error(`no traffic for ${idle}ms`);
+        result.errorSide = null;
       }
+      result.cutBy ??= "idleTimeout";
+      if (!firstDecided) {
+        firstDecided = true;
+        result.firstClose = "error";
+      }
+      destroyBoth();
+    };
+    // The relay owns the sockets' inactivity timers from here on: a bound left over from an earlier
+    // phase (the entry point's read timeout) is replaced, or cleared when there is no idle bound.
+    // Per socket: a stream in one direction keeps both sockets busy (one reads, the other writes).
+    for (const stream of [client, backend] as const) {
+      const socket = stream as Duplex & MaybeSocket;
+      if (typeof socket.setTimeout !== "function") continue;
+      if (idle > 0) socket.setTimeout(idle, onIdle);
+      else socket.setTimeout(0);
     }
 
     for (const side of ["client", "backend"] as const) {

@@ -36,6 +36,7 @@ export class ProxyServer {
   }
 
   private startHealthChecks(snapshot: Snapshot): HealthChecker {
+    for (const problem of snapshot.services.problems) this.log.warn(problem);
     const checker = new HealthChecker(snapshot.services, (event) =>
       this.log[event.up ? "info" : "warn"](event.up ? "server is up" : "server is down", { ...event }),
     );
@@ -49,15 +50,23 @@ export class ProxyServer {
   }
 
   private listen(entryPoint: EntryPoint): Promise<void> {
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket, entryPoint.name));
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
+      this.accept(socket, entryPoint.name),
+    );
     const listener: Listener = { entryPoint, server, configured: `${entryPoint.host}:${entryPoint.port}` };
     return new Promise((resolve, reject) => {
       server.once("error", (err: NodeJS.ErrnoException) => {
-        reject(new Error(`entry point "${entryPoint.name}" cannot listen on ${entryPoint.address.value}: ${err.code ?? err.message}`));
+        reject(
+          new Error(
+            `entry point "${entryPoint.name}" cannot listen on ${entryPoint.address.value}: ${err.code ?? err.message}`,
+          ),
+        );
       });
       server.listen({ host: entryPoint.host || undefined, port: entryPoint.port }, () => {
         server.removeAllListeners("error");
-        server.on("error", (err) => this.log.error("listener error", { entryPoint: entryPoint.name, error: err.message }));
+        server.on("error", (err) =>
+          this.log.error("listener error", { entryPoint: entryPoint.name, error: err.message }),
+        );
         this.listeners.set(entryPoint.name, listener);
         const address = server.address();
         const bound =
@@ -86,7 +95,9 @@ export class ProxyServer {
     socket.once("close", () => this.active.delete(socket));
     handleConnection(socket, { snapshot, entryPoint, log: this.log }).catch((err: unknown) => {
       socket.destroy();
-      this.log.error("connection failed unexpectedly", { error: err instanceof Error ? err.message : String(err) });
+      this.log.error("connection failed unexpectedly", {
+        error: err instanceof Error ? err.message : String(err),
+      });
     });
   }
 
@@ -99,7 +110,9 @@ export class ProxyServer {
       const current = this.listeners.get(ep.name);
       return !current || current.configured !== `${ep.host}:${ep.port}`;
     });
-    const replaced = toBind.map((ep) => this.listeners.get(ep.name)).filter((l): l is Listener => l !== undefined);
+    const replaced = toBind
+      .map((ep) => this.listeners.get(ep.name))
+      .filter((l): l is Listener => l !== undefined);
     for (const l of replaced) {
       await new Promise<void>((resolve) => l.server.close(() => resolve()));
       this.listeners.delete(l.entryPoint.name);
@@ -125,7 +138,9 @@ export class ProxyServer {
     this.closing = true;
     this.health.stop();
     await Promise.all(
-      [...this.listeners.values()].map((l) => new Promise<void>((resolve) => l.server.close(() => resolve()))),
+      [...this.listeners.values()].map(
+        (l) => new Promise<void>((resolve) => l.server.close(() => resolve())),
+      ),
     );
     const deadline = Date.now() + graceMs;
     while (this.active.size > 0 && Date.now() < deadline) {

@@ -233,9 +233,7 @@ export class ServiceDirectory {
    * server up" and "none", weighted parents with a health check are told, and so on upwards.
    */
   setServerStatus(service: string, address: string, up: boolean): void {
-    const ref = resolveRef(service);
-    if (!ref.ok) return;
-    const node = this.nodes.get(ref.name);
+    const node = this.node(service);
     if (node?.kind !== "loadBalancer") return;
     this.updateStatus(node, address, up, 0);
   }
@@ -253,13 +251,18 @@ export class ServiceDirectory {
 
   /** Whether a server (load balancer member) or a child (weighted member) is currently up. */
   isUp(service: string, member: string): boolean {
-    return this.nodes.get(service)?.balancer.isUp(member) ?? false;
+    return this.node(service)?.balancer.isUp(member) ?? false;
   }
 
   /** Whether a service has anything to offer right now (some member up). */
   isServiceUp(service: string): boolean {
-    const node = this.nodes.get(service);
+    const node = this.node(service);
     return node !== undefined && node.balancer.upCount > 0;
+  }
+
+  private node(service: string): ServiceNode | undefined {
+    const ref = resolveRef(service);
+    return ref.ok ? this.nodes.get(ref.name) : undefined;
   }
 }
 

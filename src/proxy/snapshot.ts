@@ -5,8 +5,7 @@
 import type { TlsOptions } from "../config/model.ts";
 import { Diagnostics } from "../config/reader.ts";
 import { resolveRef } from "../config/refs.ts";
-import type { RoutingContext } from "../routing/decide.ts";
-import type { CertificateDecision } from "../routing/decide.ts";
+import type { CertificateDecision, RoutingContext } from "../routing/decide.ts";
 import { readPemValue } from "../tls/catalog.ts";
 import type { GeneratedCertificate } from "../tls/generated.ts";
 import { readPem, resolvePemSource } from "../tls/pem.ts";
@@ -60,7 +59,10 @@ export function buildSnapshot(workspace: Workspace, generated: GeneratedCertific
 }
 
 /** The certificate a decision says to serve, with its PEM. */
-export function servingCertificate(snapshot: Snapshot, decision: CertificateDecision | null): ServingCertificate {
+export function servingCertificate(
+  snapshot: Snapshot,
+  decision: CertificateDecision | null,
+): ServingCertificate {
   const chosen = decision?.certificate;
   if (chosen && "certPem" in chosen && "keyPem" in chosen) {
     return { id: chosen.id, certPem: String(chosen.certPem), keyPem: String(chosen.keyPem) };
@@ -69,7 +71,10 @@ export function servingCertificate(snapshot: Snapshot, decision: CertificateDeci
 }
 
 /** The middleware names of a router that limit connections per client IP, with their limits. */
-export function inFlightLimits(snapshot: Snapshot, middlewares: readonly string[]): { name: string; amount: number }[] {
+export function inFlightLimits(
+  snapshot: Snapshot,
+  middlewares: readonly string[],
+): { name: string; amount: number }[] {
   const out: { name: string; amount: number }[] = [];
   for (const ref of middlewares) {
     const name = resolveRef(ref);

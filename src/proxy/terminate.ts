@@ -102,11 +102,23 @@ class Terminator {
         this.pending.delete(key);
         resolve(outcome);
       };
-      const timer = setTimeout(() => {
-        socket.destroy();
-        finish({ ok: false, reason: "timeout", message: "the client did not finish the TLS handshake in time" });
-      }, Math.max(1, timeoutMs));
-      const onClose = () => finish({ ok: false, reason: "handshake_failed", message: "the client closed the connection during the handshake" });
+      const timer = setTimeout(
+        () => {
+          socket.destroy();
+          finish({
+            ok: false,
+            reason: "timeout",
+            message: "the client did not finish the TLS handshake in time",
+          });
+        },
+        Math.max(1, timeoutMs),
+      );
+      const onClose = () =>
+        finish({
+          ok: false,
+          reason: "handshake_failed",
+          message: "the client closed the connection during the handshake",
+        });
       socket.once("close", onClose);
       this.pending.set(key, { finish });
       if (peeked.length > 0) socket.unshift(Buffer.from(peeked.buffer, peeked.byteOffset, peeked.byteLength));

@@ -9,7 +9,12 @@ import type { AccessRecord } from "./log.ts";
 
 export const WHOAMI_ADDRESS = "whoami@internal";
 
-export function whoamiLine(decision: Decision, facts: ConnectionFacts, client: Socket | TLSSocket, record: AccessRecord): string {
+export function whoamiLine(
+  decision: Decision,
+  facts: ConnectionFacts,
+  client: Socket | TLSSocket,
+  record: AccessRecord,
+): string {
   const tls = client instanceof TLSSocket ? client : null;
   const peer = tls?.getPeerCertificate();
   const subject = peer && typeof peer === "object" && "subject" in peer && peer.subject ? peer.subject : null;
@@ -24,7 +29,11 @@ export function whoamiLine(decision: Decision, facts: ConnectionFacts, client: S
     alpnNegotiated: tls ? tls.alpnProtocol || null : null,
     tlsVersion: tls?.getProtocol() ?? null,
     cipher: tls?.getCipher()?.name ?? null,
-    clientCertificate: subject ? Object.entries(subject).map(([k, v]) => `${k}=${String(v)}`).join(", ") : null,
+    clientCertificate: subject
+      ? Object.entries(subject)
+          .map(([k, v]) => `${k}=${String(v)}`)
+          .join(", ")
+      : null,
     postgres: record.postgres,
   };
   return `${JSON.stringify(body)}\n`;

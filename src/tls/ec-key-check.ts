@@ -12,7 +12,7 @@
  * a curve ECDH does not know, or a real mismatch. The caller then runs the full OpenSSL check, which
  * also words the diagnostic, so every failure is reported exactly as before.
  */
-import { createECDH } from "node:crypto";
+import { createECDH, type ECDH } from "node:crypto";
 
 /** Named-curve OIDs (dotted) → the curve name `createECDH` takes. */
 const CURVES: Readonly<Record<string, string>> = {
@@ -117,6 +117,7 @@ const BASE64_LINE = /^[A-Za-z0-9+/=]+$/;
  */
 function pemBody(block: string): { type: string; der: Uint8Array } | null {
   const lines = block.split("\n").map((line) => (line.endsWith("\r") ? line.slice(0, -1) : line));
+  if (lines[lines.length - 1] === "") lines.pop(); // the line break after END
   const begin = /^-----BEGIN ([A-Z ]+)-----$/.exec(lines[0] ?? "");
   const type = begin?.[1];
   if (!type || lines[lines.length - 1] !== `-----END ${type}-----`) return null;
@@ -151,7 +152,7 @@ function readSec1(der: Uint8Array, tlv: Tlv, outerCurve: string | null): EcPriva
   for (const field of rest) {
     if (field.tag < expect) return null; // out of order or repeated
     const inner = children(der, field);
-    if (!inner || inner.length !== 1) return null;
+    if (inner?.length !== 1) return null;
     if (field.tag === CONTEXT_0) {
       const oid = inner[0];
       if (oid?.tag !== OID) return null;
@@ -220,6 +221,18 @@ function certificateEcPoint(certDer: Uint8Array): { curveOid: string; point: Uin
   return point ? { curveOid: oidText(certDer, ids[1]), point } : null;
 }
 
+/** One ECDH object per curve, reused: creating one costs as much as the scalar multiplication. */
+const ecdhByCurve = new Map<string, ECDH>();
+
+function ecdhFor(curve: string): ECDH {
+  let ecdh = ecdhByCurve.get(curve);
+  if (!ecdh) {
+    ecdh = createECDH(curve);
+    ecdhByCurve.set(curve, ecdh);
+  }
+  return ecdh;
+}
+
 /**
  * True when `keyPem` (one PEM block) is an EC private key whose scalar yields exactly the public
  * point of the certificate `certDer`. False when that could not be shown here (see the module note).
@@ -234,8 +247,8 @@ export function ecKeyMatchesCertificate(keyPem: string, certDer: Uint8Array): bo
   if (!curve || key.scalar.length > Math.ceil((cert.point.length - 1) / 2)) return false;
   let derived: Uint8Array;
   try {
-    const ecdh = createECDH(curve);
-    // Refuses 0 and scalars ≥ the group order.
+    const ecdh = ecdhFor(curve);
+    // Refuses 0 and scalars ≥ the group order; sets the key pair anew each time.
     ecdh.setPrivateKey(key.scalar);
     derived = ecdh.getPublicKey();
   } catch {
