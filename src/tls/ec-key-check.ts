@@ -12,6 +12,7 @@
  * a curve ECDH does not know, or a real mismatch. The caller then runs the full OpenSSL check, which
  * also words the diagnostic, so every failure is reported exactly as before.
  */
+import { Buffer } from "node:buffer";
 import { createECDH, type ECDH } from "node:crypto";
 
 /** Named-curve OIDs (dotted) → the curve name `createECDH` takes. */
@@ -125,7 +126,8 @@ function pemBody(block: string): { type: string; der: Uint8Array } | null {
   if (body.length === 0 || !body.every((line) => BASE64_LINE.test(line))) return null;
   const base64 = body.join("");
   if (base64.length % 4 !== 0 || !BASE64.test(base64)) return null;
-  return { type, der: new Uint8Array(Buffer.from(base64, "base64")) };
+  const bytes = Buffer.from(base64, "base64");
+  return { type, der: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length) };
 }
 
 interface EcPrivateKey {

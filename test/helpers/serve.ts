@@ -1,0 +1,136 @@
+/**
+ * Starts `tlsroute serve` as a subprocess, exactly as a user runs it, with JSON logs, and reads the
+ * bound addresses from its `listening` lines. Every entry point should be given port 0 through
+ * `--entrypoint NAME=127.0.0.1:0` (or in the config) so tests never collide.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { BIN, ROOT } from "./cli.ts";
+
+export interface LogLine {
+  time: string;
+  level: string;
+  msg: string;
+  [key: string]: unknown;
+}
+
+export interface ServeProcess {
+  child: ChildProcessWithoutNullStreams;
+  /** entry point name → port actually bound */
+  ports: Map<string, number>;
+  /** Every JSON log line so far. */
+  lines: LogLine[];
+  /** Non-JSON output (stderr, or stdout lines that are not JSON). */
+  other: string[];
+  /** Resolves with the first log line (already seen or future) that matches. */
+  waitFor(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  /** Access lines (msg "connection"). */
+  accessLines(): LogLine[];
+  /** Sends a signal and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
+}
+
+export async function startServe(
+  args: string[],
+  options: {
+    cwd?: string;
+    env?: NodeJS.ProcessEnv;
+    startTimeoutMs?: number;
+    expectEntryPoints?: number;
+  } = {},
+): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [BIN, "serve", "--log-format", "json", ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: { ...process.env, NO_COLOR: "1", ...options.env },
+  });
+  const lines: LogLine[] = [];
+  const other: string[] = [];
+  const waiters: { match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("exit", (code) => {
+      exitCode = code;
+      resolve(code);
+    }),
+  );
+  let pending = "";
+  child.stdout.setEncoding("utf8");
+  child.stdout.on("data", (chunk: string) => {
+    pending += chunk;
+    let nl = pending.indexOf("\n");
+    while (nl !== -1) {
+      const text = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      nl = pending.indexOf("\n");
+      let line: LogLine;
+      try {
+        line = JSON.parse(text) as LogLine;
+      } catch {
+        other.push(text);
+        continue;
+      }
+      lines.push(line);
+      for (const w of [...waiters]) {
+        if (w.match(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  });
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => other.push(chunk));
+
+  const waitFor = (match: (l: LogLine) => boolean, timeoutMs = 10_000) =>
+    new Promise<LogLine>((resolve, reject) => {
+      const seen = lines.find(match);
+      if (seen) return resolve(seen);
+      const timer = setTimeout(() => {
+        reject(
+          new Error(
+            `timed out waiting for a log line; got:\n${lines.map((l) => JSON.stringify(l)).join("\n")}\n${other.join("")}`,
+          ),
+        );
+      }, timeoutMs);
+      waiters.push({
+        match,
+        resolve: (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      });
+    });
+
+  const ports = new Map<string, number>();
+  const expected = options.expectEntryPoints ?? 1;
+  const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
+  while (ports.size < expected) {
+    if (exitCode !== undefined) {
+      throw new Error(
+        `tlsroute serve exited with ${exitCode} before listening:\n${other.join("")}\n${lines.map((l) => JSON.stringify(l)).join("\n")}`,
+      );
+    }
+    const line = await waitFor(
+      (l) => l.msg === "listening" && !ports.has(String(l.entryPoint)),
+      Math.max(1, deadline - Date.now()),
+    );
+    const address = String(line.address);
+    ports.set(String(line.entryPoint), Number(address.slice(address.lastIndexOf(":") + 1)));
+  }
+
+  return {
+    child,
+    ports,
+    lines,
+    other,
+    waitFor,
+    accessLines: () => lines.filter((l) => l.msg === "connection"),
+    async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000) {
+      if (exitCode !== undefined) return exitCode;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
