@@ -8,7 +8,7 @@
  * through the real loader and compiler (a JSON file in a temp directory); only lintRouting is timed,
  * median of 5 runs after a warm-up.
  *
- * Run: npm run bench:lint-routing   (node --import tsx bench/lint-routing.ts)
+ * Run: node --import tsx bench/lint-routing.ts
  * Writes bench/results/lint-routing.json and prints a table.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -70,12 +70,13 @@ try {
     const dir = path.join(work, String(size));
     mkdirSync(dir);
     writeFileSync(path.join(dir, "tlsroute.json"), JSON.stringify(buildConfig(size)));
-    const compiled = compile(loadConfig([dir]).model);
+    const { model } = loadConfig([dir]);
+    const compiled = compile(model);
     let warnings = 0;
     const time = () => {
       const diags = new Diagnostics();
       const start = process.hrtime.bigint();
-      lintRouting(compiled, diags);
+      lintRouting(model, compiled, diags);
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       warnings = diags.list.length;
       return ms;
@@ -110,7 +111,7 @@ const out = {
     platform: `${process.platform} ${process.arch}`,
     loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
   },
-  command: "npm run bench:lint-routing",
+  command: "node --import tsx bench/lint-routing.ts",
   runs: RUNS,
   results,
 };

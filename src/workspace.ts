@@ -51,7 +51,7 @@ export function openWorkspace(paths: readonly string[], options: WorkspaceOption
   lintTlsOptions(model, lint, { now, ...(options.runtime ? { runtime: options.runtime } : {}) });
   lintTransportsTls(model, lint, now);
   lintResolvers(model, compiled, lint);
-  lintRouting(compiled, lint);
+  lintRouting(model, compiled, lint);
   lintCoverage(model, compiled, catalog, lint);
   lintPostgresAlpn(model, compiled, lint);
   const diagnostics = sortDiagnostics([...load.diagnostics, ...compiled.diagnostics, ...lint.list]);

@@ -439,6 +439,14 @@ const CASES: FixtureCase[] = [
     message: /"app-internal" uses "mtls", "app" uses "default"/,
   },
   {
+    file: "passthrough-to-whoami.yml",
+    code: "passthrough-to-whoami",
+    severity: "error",
+    at: { line: "passthrough: true", token: "passthrough" },
+    path: "tcp.routers.debug.tls.passthrough",
+    hint: true,
+  },
+  {
     file: "tls-options-on-passthrough.yml",
     code: "tls-options-on-passthrough",
     severity: "warning",

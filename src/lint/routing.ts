@@ -4,10 +4,13 @@
  * one name served with different TLS options. Each check works from the SNI keys of the routes
  * (hash lookups), so 10k routers stay fast.
  */
+import type { Model } from "../config/model.ts";
 import type { Diagnostics } from "../config/reader.ts";
+import { resolveRef } from "../config/refs.ts";
 import type { CompiledConfig } from "../routing/compile.ts";
 import { parentDomain, type Route } from "../routing/table.ts";
 import { type RuleExpr, sniIndexKeys } from "../rules/index.ts";
+import { WHOAMI_INTERNAL } from "./services.ts";
 
 interface HostSet {
   exact: string[];
@@ -80,7 +83,20 @@ function describe(route: Route): string {
   return `"${route.name}" (priority ${route.priority}${route.explicitPriority ? "" : ", from the rule length"})`;
 }
 
-export function lintRouting(compiled: CompiledConfig, diags: Diagnostics): void {
+/** True when a service (directly or through weighted children) sends connections to whoami@internal. */
+function servesWhoami(model: Model, service: string, seen = new Set<string>()): boolean {
+  if (seen.has(service)) return false;
+  seen.add(service);
+  const s = model.services.get(service);
+  if (!s) return false;
+  if (s.loadBalancer?.servers.some((server) => server.address.value === WHOAMI_INTERNAL)) return true;
+  return (s.weighted?.services ?? []).some((child) => {
+    const ref = resolveRef(child.name.value);
+    return ref.ok && servesWhoami(model, ref.name, seen);
+  });
+}
+
+export function lintRouting(model: Model, compiled: CompiledConfig, diags: Diagnostics): void {
   const reported = new Set<string>();
   const once = (key: string) => {
     if (reported.has(key)) return false;
@@ -96,6 +112,15 @@ export function lintRouting(compiled: CompiledConfig, diags: Diagnostics): void 
   }
   for (const status of compiled.routers.values()) {
     const tls = status.router.tls;
+    if (tls?.passthrough && status.route && servesWhoami(model, status.route.service)) {
+      diags.error(
+        "passthrough-to-whoami",
+        `router "${status.name}" passes TLS through to service "${status.route.service}", whose target is ${WHOAMI_INTERNAL}: it answers in plaintext and cannot read the client's TLS`,
+        tls.pos,
+        `${status.router.path}.tls.passthrough`,
+        `Terminate TLS for this router (passthrough: false) to use ${WHOAMI_INTERNAL}.`,
+      );
+    }
     if (tls?.passthrough && tls.options) {
       diags.warning(
         "tls-options-on-passthrough",

@@ -1,0 +1,631 @@
+/**
+ * What the three `serve` benchmarks share: the machine description, CPU pinning, reading a process's
+ * CPU time and memory from /proc, starting `tlsroute serve` (optionally pinned and profiled) and the
+ * load-side peers (bench/serve-peers.ts) as subprocesses, certificates, and CPU-profile summaries.
+ *
+ * Linux only: the figures come from /proc/<pid>/stat, /proc/<pid>/status and smaps_rollup.
+ */
+import { type ChildProcessWithoutNullStreams, execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, release } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.dirname(BENCH_DIR);
+export const BIN = path.join(ROOT, "bin", "tlsroute.mjs");
+const PEERS = path.join(BENCH_DIR, "serve-peers.ts");
+
+export const GiB = 2 ** 30;
+
+// ------------------------------------------------------------------------------------- machine
+
+function tryExec(cmd: string, args: string[]): string | null {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Read at load time, before `pinSelf` narrows this process to one CPU (nproc counts usable CPUs). */
+const NPROC = Number(tryExec("nproc", [])) || cpus().length;
+
+/** Clock ticks per second for /proc/<pid>/stat (USER_HZ), 100 on every common Linux build. */
+const CLK_TCK = Number(tryExec("getconf", ["CLK_TCK"])) || 100;
+
+/**
+ * Pinning as the method in peers.md §6 wants it: the proxy alone on CPU 1, everything else on CPU 0.
+ * Only when `taskset` exists, there are at least two CPUs and the kernel lets us use CPU 1.
+ */
+export const PINNING: { pinned: boolean; why: string } = (() => {
+  if (cpus().length < 2) return { pinned: false, why: "fewer than 2 CPUs" };
+  if (!tryExec("sh", ["-c", "command -v taskset"])) return { pinned: false, why: "taskset not found" };
+  const probe = spawnSync("taskset", ["-c", "1", "true"]);
+  if (probe.status !== 0) return { pinned: false, why: "taskset -c 1 refused (cpuset)" };
+  return { pinned: true, why: "proxy on CPU 1 (taskset -c 1), load generator and backend on CPU 0" };
+})();
+
+/** Pins this orchestrating process (all its threads) to CPU 0, so its log reading stays off the proxy's CPU. */
+export function pinSelf(): void {
+  if (PINNING.pinned) spawnSync("taskset", ["-a", "-p", "-c", "0", String(process.pid)], { stdio: "ignore" });
+}
+
+/** The command prefix that places a process on a CPU, or nothing when not pinning. */
+function pinPrefix(cpu: number | null): string[] {
+  return PINNING.pinned && cpu !== null ? ["taskset", "-c", String(cpu)] : [];
+}
+
+/** Soft and hard limit on open files, read from /proc/self/limits. */
+export function fdLimits(): { soft: number; hard: number } {
+  const line = readFileSync("/proc/self/limits", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("Max open files"));
+  const m = line ? /(\d+|unlimited)\s+(\d+|unlimited)/.exec(line) : null;
+  const num = (s: string | undefined) => (s === undefined || s === "unlimited" ? 1 << 30 : Number(s));
+  return { soft: num(m?.[1]), hard: num(m?.[2]) };
+}
+
+/**
+ * A command that runs with the soft open-files limit raised to `need` (bounded by the hard limit):
+ * `sh -c 'ulimit -n N; exec "$@"'`. Unchanged when the limit is already high enough.
+ */
+function withFdLimit(argv: string[], need: number | undefined): string[] {
+  if (!need) return argv;
+  const { soft, hard } = fdLimits();
+  if (soft >= need) return argv;
+  const target = Math.min(need, hard);
+  return ["sh", "-c", `ulimit -n ${target} && exec "$@"`, "sh", ...argv];
+}
+
+export interface Machine {
+  cpu: string;
+  nproc: number;
+  node: string;
+  nodeOpenssl: string;
+  openssl: string;
+  kernel: string;
+  platform: string;
+  pinned: boolean;
+  pinning: string;
+  fdLimit: { soft: number; hard: number };
+  loadAverage1m: number;
+}
+
+export function machine(): Machine {
+  return {
+    cpu: cpus()[0]?.model ?? "unknown",
+    nproc: NPROC,
+    node: process.version,
+    nodeOpenssl: process.versions.openssl ?? "unknown",
+    openssl: tryExec("openssl", ["version"]) ?? "not found",
+    kernel: release(),
+    platform: `${process.platform} ${process.arch}`,
+    pinned: PINNING.pinned,
+    pinning: PINNING.why,
+    fdLimit: fdLimits(),
+    // Other work on the machine skews the figures; the 1-minute load average says how much.
+    loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+  };
+}
+
+// ---------------------------------------------------------------------------------------- /proc
+
+/** utime and stime of a process (all its threads), in seconds. */
+export function cpuTimes(pid: number): { user: number; system: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // After the name: state is field 3, so utime (14) and stime (15) are at indexes 11 and 12.
+  return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
+}
+
+/** utime + stime of a process (all its threads), in seconds. */
+export function cpuSeconds(pid: number): number {
+  const { user, system } = cpuTimes(pid);
+  return user + system;
+}
+
+export interface Memory {
+  /** Resident set size, KiB. */
+  rssKb: number;
+  /** Anonymous resident memory (heap, stacks, malloc), KiB. */
+  rssAnonKb: number;
+  /** Proportional set size (shared pages split between sharers), KiB. */
+  pssKb: number;
+}
+
+export function memory(pid: number): Memory {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (text: string, name: string) =>
+    Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? 0);
+  let pssKb = 0;
+  try {
+    pssKb = field(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"), "Pss");
+  } catch {
+    // smaps_rollup needs Linux 4.14; PSS stays 0 without it.
+  }
+  return { rssKb: field(status, "VmRSS"), rssAnonKb: field(status, "RssAnon"), pssKb };
+}
+
+/** Kernel TCP state from /proc/net/sockstat: sockets in use, TIME_WAIT, and socket buffer pages. */
+export function sockstat(): { inuse: number; timeWait: number; memPages: number } {
+  const text = readFileSync("/proc/net/sockstat", "utf8");
+  const tcp = /^TCP: (.*)$/m.exec(text)?.[1] ?? "";
+  const get = (k: string) => Number(new RegExp(`${k} (\\d+)`).exec(tcp)?.[1] ?? 0);
+  return { inuse: get("inuse"), timeWait: get("tw"), memPages: get("mem") };
+}
+
+// ------------------------------------------------------------------------------------ numbers
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export const round = (value: number, digits = 0): number => {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+};
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Prints an aligned table on stdout. */
+export function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
+  console.log(line(header));
+  for (const row of rows) console.log(line(row));
+}
+
+export function writeResult(name: string, data: unknown): string {
+  const dir = path.join(BENCH_DIR, "results");
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${name}.json`);
+  writeFileSync(file, `${JSON.stringify(data, null, 2)}\n`);
+  return path.relative(process.cwd(), file);
+}
+
+export function requireBuild(): void {
+  if (!existsSync(path.join(ROOT, "dist", "cli.mjs"))) throw new Error("run `npm run build` first");
+}
+
+// ------------------------------------------------------------------------------------ children
+
+interface LineSink {
+  onLine(text: string): void;
+}
+
+/** Splits a stream of text into lines without keeping more than one partial line. */
+function readLines(stream: NodeJS.ReadableStream, sink: LineSink): void {
+  let pending = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (chunk: string) => {
+    pending += chunk;
+    let nl = pending.indexOf("\n");
+    while (nl !== -1) {
+      sink.onLine(pending.slice(0, nl));
+      pending = pending.slice(nl + 1);
+      nl = pending.indexOf("\n");
+    }
+  });
+}
+
+type Json = Record<string, unknown>;
+
+interface Waiter {
+  match: (message: Json) => boolean;
+  resolve: (message: Json) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Messages (JSON lines) from a child, awaited by predicate; fails fast if the child exits first. */
+class Mailbox {
+  private readonly seen: Json[] = [];
+  private readonly waiters: Waiter[] = [];
+  private exit: string | null = null;
+
+  constructor(private readonly describe: () => string) {}
+
+  push(message: Json): void {
+    const waiter = this.waiters.find((w) => w.match(message));
+    if (waiter) {
+      this.waiters.splice(this.waiters.indexOf(waiter), 1);
+      clearTimeout(waiter.timer);
+      waiter.resolve(message);
+    } else this.seen.push(message);
+  }
+
+  exited(how: string): void {
+    this.exit = how;
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new Error(`${how} while waiting for a message\n${this.describe()}`));
+    }
+  }
+
+  /** The first message (already received or future) that matches; consumed. */
+  wait(match: (message: Json) => boolean, timeoutMs: number): Promise<Json> {
+    const index = this.seen.findIndex(match);
+    if (index !== -1) return Promise.resolve(this.seen.splice(index, 1)[0]!);
+    if (this.exit) return Promise.reject(new Error(`${this.exit}\n${this.describe()}`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for a message\n${this.describe()}`));
+      }, timeoutMs);
+      const waiter: Waiter = { match, resolve, reject, timer };
+      this.waiters.push(waiter);
+    });
+  }
+}
+
+export interface Peer {
+  child: ChildProcessWithoutNullStreams;
+  pid: number;
+  /** The next JSON message from the peer that matches (by default: any). */
+  wait(match?: (message: Json) => boolean, timeoutMs?: number): Promise<Json>;
+  /** Sends one line on the peer's stdin. */
+  send(line: string): void;
+  /** Resolves with the exit code once the peer has exited. */
+  exited: Promise<number | null>;
+  kill(): Promise<void>;
+}
+
+/**
+ * Starts one role of bench/serve-peers.ts (sink, echo, stream, handshakes, idle, tls-echo) on CPU 0
+ * (or `cpu`, for a baseline server that stands where the proxy would).
+ * Roles talk JSON lines on stdout and read commands on stdin.
+ */
+export function startPeer(role: string, args: Json, options: { fds?: number; cpu?: number } = {}): Peer {
+  const argv = withFdLimit(
+    [...pinPrefix(options.cpu ?? 0), process.execPath, "--import", "tsx", PEERS, role, JSON.stringify(args)],
+    options.fds,
+  );
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
+  const stderr: string[] = [];
+  const mailbox = new Mailbox(() => `peer ${role} stderr:\n${stderr.join("").slice(-4000)}`);
+  readLines(child.stdout, {
+    onLine(text) {
+      try {
+        mailbox.push(JSON.parse(text) as Json);
+      } catch {
+        stderr.push(`${text}\n`);
+      }
+    },
+  });
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => stderr.push(chunk));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("exit", (code, signal) => {
+      mailbox.exited(`peer ${role} exited (${signal ?? code})`);
+      resolve(code);
+    }),
+  );
+  return {
+    child,
+    pid: child.pid ?? -1,
+    wait: (match = () => true, timeoutMs = 120_000) => mailbox.wait(match, timeoutMs),
+    send: (line) => child.stdin.write(`${line}\n`),
+    exited,
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+// -------------------------------------------------------------------------------------- proxy
+
+export interface ProxyProcess {
+  pid: number;
+  /** entry point name → bound port */
+  ports: Map<string, number>;
+  /** Access lines seen so far, by reason. */
+  reasons: Record<string, number>;
+  /** The last access lines (a few), for checks and error messages. */
+  recentAccess: Json[];
+  /** warn and error lines. */
+  problems: Json[];
+  /** Waits until `count` access lines in total have been logged. */
+  waitForAccess(count: number, timeoutMs?: number): Promise<void>;
+  accessCount(): number;
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts `node bin/tlsroute.mjs serve -c CONFIG --entrypoint NAME=127.0.0.1:0 --log-format json`,
+ * pinned to CPU 1 when pinning, with extra node flags (profilers) in front. Access lines are counted,
+ * not kept: at thousands of connections per second the log is read cheaply so the reader does not
+ * compete with the load.
+ */
+export async function startProxy(options: {
+  config: string;
+  entryPoints: string[];
+  nodeFlags?: string[];
+  fds?: number;
+  /** Whether to pin to CPU 1 (default: yes when pinning is available). */
+  pin?: boolean;
+}): Promise<ProxyProcess> {
+  const argv = withFdLimit(
+    [
+      ...pinPrefix(options.pin === false ? null : 1),
+      process.execPath,
+      ...(options.nodeFlags ?? []),
+      BIN,
+      "serve",
+      "-c",
+      options.config,
+      ...options.entryPoints.flatMap((name) => ["--entrypoint", `${name}=127.0.0.1:0`]),
+      "--log-format",
+      "json",
+    ],
+    options.fds,
+  );
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
+  const other: string[] = [];
+  const ports = new Map<string, number>();
+  const reasons: Record<string, number> = {};
+  const recentAccess: Json[] = [];
+  const problems: Json[] = [];
+  let access = 0;
+  let accessWaiter: { count: number; resolve: () => void } | null = null;
+  let listeningWaiter: (() => void) | null = null;
+  readLines(child.stdout, {
+    onLine(text) {
+      let line: Json;
+      try {
+        line = JSON.parse(text) as Json;
+      } catch {
+        other.push(`${text}\n`);
+        return;
+      }
+      if (line.msg === "connection") {
+        access++;
+        const reason = String(line.reason);
+        reasons[reason] = (reasons[reason] ?? 0) + 1;
+        recentAccess.push(line);
+        if (recentAccess.length > 20) recentAccess.shift();
+        if (accessWaiter && access >= accessWaiter.count) {
+          accessWaiter.resolve();
+          accessWaiter = null;
+        }
+        return;
+      }
+      if (line.msg === "listening") {
+        const address = String(line.address);
+        ports.set(String(line.entryPoint), Number(address.slice(address.lastIndexOf(":") + 1)));
+        if (ports.size === options.entryPoints.length) listeningWaiter?.();
+      }
+      if (line.level === "warn" || line.level === "error") {
+        if (problems.length < 50) problems.push(line);
+      }
+    },
+  });
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => other.push(chunk));
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("exit", (code) => {
+      exitCode = code;
+      resolve(code);
+    }),
+  );
+  const describe = () =>
+    `${problems.map((p) => JSON.stringify(p)).join("\n")}\n${other.join("").slice(-4000)}`;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`tlsroute serve did not listen in 20 s\n${describe()}`)),
+      20_000,
+    );
+    listeningWaiter = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`tlsroute serve exited with ${code} before listening\n${describe()}`));
+    });
+  });
+  return {
+    pid: child.pid ?? -1,
+    ports,
+    reasons,
+    recentAccess,
+    problems,
+    accessCount: () => access,
+    waitForAccess(count, timeoutMs = 30_000) {
+      if (access >= count) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`expected ${count} access lines, got ${access}\n${describe()}`)),
+          timeoutMs,
+        );
+        accessWaiter = {
+          count,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        };
+      });
+    },
+    async stop() {
+      if (exitCode !== undefined) return exitCode;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+// -------------------------------------------------------------------------------- certificates
+
+export interface BenchCertificate {
+  caCert: string;
+  cert: string;
+  key: string;
+}
+
+/** One ECDSA P-256 CA and a leaf for `names`, made with the openssl CLI in `dir` (peers.md §6.1). */
+export function makeEcdsaCertificate(dir: string, names: string[]): BenchCertificate {
+  const out: BenchCertificate = {
+    caCert: path.join(dir, "ca.crt"),
+    cert: path.join(dir, "leaf.crt"),
+    key: path.join(dir, "leaf.key"),
+  };
+  const caKey = path.join(dir, "ca.key");
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: ["ignore", "pipe", "pipe"] });
+  openssl([
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    caKey,
+    "-out",
+    out.caCert,
+    "-days",
+    "30",
+    "-subj",
+    "/CN=tlsroute bench CA",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
+  openssl([
+    "req",
+    "-x509",
+    ...ec,
+    "-CA",
+    out.caCert,
+    "-CAkey",
+    caKey,
+    "-keyout",
+    out.key,
+    "-out",
+    out.cert,
+    "-days",
+    "30",
+    "-subj",
+    `/CN=${names[0]}`,
+    "-addext",
+    "basicConstraints=critical,CA:FALSE",
+    "-addext",
+    "keyUsage=critical,digitalSignature",
+    "-addext",
+    "extendedKeyUsage=serverAuth",
+    "-addext",
+    `subjectAltName=${names.map((n) => `DNS:${n}`).join(",")}`,
+  ]);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------- profiling
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+export interface ProfileRow {
+  fn: string;
+  ms: number;
+  percent: number;
+}
+
+export interface ProfileSummary {
+  file: string;
+  sampledMs: number;
+  self: ProfileRow[];
+  inclusive: ProfileRow[];
+  perFile: ProfileRow[];
+}
+
+function shortUrl(url: string): string {
+  if (!url.startsWith("file://")) return url;
+  const rel = path.relative(ROOT, fileURLToPath(url));
+  return rel.startsWith("node_modules") ? rel.replace(/^(node_modules\/(?:@[^/]+\/)?[^/]+).*$/, "$1") : rel;
+}
+
+/** Self and inclusive time per function (recursion counted once per sample), and self time per file. */
+export function summariseCpuProfile(file: string): ProfileSummary {
+  const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const label = (n: ProfileNode): string => {
+    const f = n.callFrame;
+    const where = f.url ? `${shortUrl(f.url)}:${f.lineNumber + 1}` : "";
+    return `${f.functionName || "(anonymous)"} ${where}`.trim();
+  };
+  const self = new Map<string, number>();
+  const inclusive = new Map<string, number>();
+  const perFile = new Map<string, number>();
+  let total = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0) / 1000;
+    const node = byId.get(id);
+    // Idle time is not cost: leave it out of the totals.
+    if (!node || node.callFrame.functionName === "(idle)") return;
+    total += dt;
+    const key = label(node);
+    self.set(key, (self.get(key) ?? 0) + dt);
+    const f = node.callFrame.url ? shortUrl(node.callFrame.url) : node.callFrame.functionName;
+    perFile.set(f, (perFile.get(f) ?? 0) + dt);
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const n = byId.get(cur);
+      if (!n) break;
+      const k = label(n);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      inclusive.set(k, (inclusive.get(k) ?? 0) + dt);
+    }
+  });
+  const top = (m: Map<string, number>, count: number): ProfileRow[] =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, count)
+      .map(([fn, ms]) => ({ fn, ms: round(ms, 1), percent: round((ms / total) * 100, 1) }));
+  return {
+    file,
+    sampledMs: Math.round(total),
+    self: top(self, 30),
+    inclusive: top(inclusive, 40),
+    perFile: top(perFile, 15),
+  };
+}
+
+export function findProfile(dir: string, ext: string): string {
+  const name = readdirSync(dir).find((f) => f.endsWith(ext));
+  if (!name) throw new Error(`no ${ext} written in ${dir}`);
+  return path.join(dir, name);
+}
+
+export function printProfile(summary: ProfileSummary): void {
+  const show = (title: string, rows: ProfileRow[], count: number) => {
+    console.log(title);
+    for (const row of rows.slice(0, count))
+      console.log(`  ${row.ms.toFixed(0).padStart(7)} ms ${row.percent.toFixed(1).padStart(5)}%  ${row.fn}`);
+  };
+  console.log(`\nCPU profile of the proxy (${summary.sampledMs} ms busy, idle excluded): ${summary.file}`);
+  show("self time by file:", summary.perFile, 12);
+  show("self time by function:", summary.self, 20);
+  show("inclusive time by function:", summary.inclusive, 30);
+}

@@ -1,0 +1,320 @@
+/**
+ * The load side of the `serve` benchmarks, one role per subprocess so the orchestrating script can
+ * pin it to CPU 0, away from the proxy:
+ *
+ *   sink        backend that counts bytes and answers `done:<n>\n` after the client's FIN; holds idle
+ *               connections open; `stats` on stdin prints open/accepted/bytes
+ *   echo        backend that echoes every byte back (and ends when the client ends)
+ *   tls-echo    a bare node:tls server that echoes (tickets off): the baseline for termination
+ *   stream      connects, sends a real TLS ClientHello with SNI, then BYTES in CHUNK-sized writes,
+ *               then FIN, and waits for the sink's answer; prints the elapsed time
+ *   handshakes  N concurrent loops of tls.connect → 1 byte → read the echo → destroy, for SECONDS
+ *   idle        opens COUNT connections (passthrough: ClientHello then silence; terminate: full TLS
+ *               handshake then silence) and holds them until `close` on stdin
+ *
+ * Usage (from the bench scripts): node --import tsx bench/serve-peers.ts ROLE 'JSON-ARGS'
+ * Every role prints JSON lines on stdout and exits when its stdin closes (the parent went away).
+ */
+import { constants } from "node:crypto";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import net from "node:net";
+import tls from "node:tls";
+
+type Args = Record<string, unknown>;
+
+const say = (message: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(message)}\n`);
+
+function onCommand(handlers: Record<string, () => void>): void {
+  let pending = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (chunk: string) => {
+    pending += chunk;
+    let nl = pending.indexOf("\n");
+    while (nl !== -1) {
+      const command = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      nl = pending.indexOf("\n");
+      handlers[command]?.();
+    }
+  });
+  // The parent is gone (or done with us): nothing else will ask.
+  process.stdin.on("end", () => process.exit(0));
+}
+
+async function listen(server: net.Server): Promise<number> {
+  server.listen({ host: "127.0.0.1", port: 0, backlog: 8192 });
+  await once(server, "listening");
+  const address = server.address();
+  if (!address || typeof address !== "object") throw new Error("no address");
+  return address.port;
+}
+
+/**
+ * A real ClientHello, as Node's TLS client sends it for `servername`: recorded by a loopback server
+ * that reads one complete TLS record and hangs up.
+ */
+async function captureClientHello(servername: string): Promise<Buffer> {
+  const server = net.createServer();
+  const port = await listen(server);
+  const hello = new Promise<Buffer>((resolve, reject) => {
+    server.once("connection", (socket) => {
+      let bytes = Buffer.alloc(0);
+      socket.on("data", (chunk: Buffer) => {
+        bytes = Buffer.concat([bytes, chunk]);
+        if (bytes.length >= 5 && bytes.length >= 5 + bytes.readUInt16BE(3)) {
+          socket.destroy();
+          resolve(bytes.subarray(0, 5 + bytes.readUInt16BE(3)));
+        }
+      });
+      socket.on("error", reject);
+    });
+  });
+  const client = tls.connect({ host: "127.0.0.1", port, servername, rejectUnauthorized: false });
+  client.on("error", () => {});
+  const bytes = await hello;
+  client.destroy();
+  server.close();
+  if (bytes[0] !== 0x16) throw new Error("the captured bytes are not a TLS handshake record");
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------------------- sink
+
+async function sink(): Promise<void> {
+  let open = 0;
+  let accepted = 0;
+  let bytes = 0;
+  // allowHalfOpen: the answer goes out after the client's FIN has arrived.
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    open++;
+    accepted++;
+    let n = 0;
+    socket.on("data", (chunk: Buffer) => {
+      n += chunk.length;
+      bytes += chunk.length;
+    });
+    socket.on("end", () => socket.end(`done:${n}\n`));
+    socket.on("error", () => socket.destroy());
+    socket.on("close", () => open--);
+  });
+  const port = await listen(server);
+  onCommand({ stats: () => say({ stats: { open, accepted, bytes } }) });
+  say({ ready: true, port });
+}
+
+// ---------------------------------------------------------------------------------------- echo
+
+async function echo(): Promise<void> {
+  let open = 0;
+  let accepted = 0;
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    open++;
+    accepted++;
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => socket.write(chunk));
+    socket.on("end", () => socket.end());
+    socket.on("error", () => socket.destroy());
+    socket.on("close", () => open--);
+  });
+  const port = await listen(server);
+  onCommand({ stats: () => say({ stats: { open, accepted } }) });
+  say({ ready: true, port });
+}
+
+// ------------------------------------------------------------------------------------ tls-echo
+
+/**
+ * A bare Node TLS server that echoes: the floor for any terminator written on node:tls (same
+ * certificate, tickets off), measured where the proxy would run.
+ */
+async function tlsEcho(args: Args): Promise<void> {
+  const server = tls.createServer(
+    {
+      key: readFileSync(String(args.key)),
+      cert: readFileSync(String(args.cert)),
+      secureOptions: constants.SSL_OP_NO_TICKET,
+      allowHalfOpen: true,
+    },
+    (socket) => {
+      socket.on("data", (chunk: Buffer) => socket.write(chunk));
+      socket.on("end", () => socket.end());
+      socket.on("error", () => socket.destroy());
+    },
+  );
+  server.on("tlsClientError", () => {});
+  const port = await listen(server);
+  onCommand({});
+  say({ ready: true, port });
+}
+
+// -------------------------------------------------------------------------------------- stream
+
+async function stream(args: Args): Promise<void> {
+  const port = Number(args.port);
+  const total = Number(args.bytes);
+  const chunkSize = Number(args.chunk);
+  const hello = await captureClientHello(String(args.servername));
+  const chunk = Buffer.alloc(chunkSize, 0x5a);
+  const started = performance.now();
+  const socket = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true });
+  socket.on("error", (err) => {
+    say({ error: err.message });
+    process.exit(1);
+  });
+  await once(socket, "connect");
+  let answer = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (text: string) => {
+    answer += text;
+  });
+  const ended = once(socket, "end");
+  socket.write(hello);
+  let sent = 0;
+  while (sent < total) {
+    const size = Math.min(chunkSize, total - sent);
+    const ok = socket.write(size === chunkSize ? chunk : chunk.subarray(0, size));
+    sent += size;
+    if (!ok) await once(socket, "drain");
+  }
+  socket.end();
+  await ended;
+  const elapsedMs = performance.now() - started;
+  socket.destroy();
+  say({ result: { elapsedMs, answer: answer.trim(), helloBytes: hello.length, sent: hello.length + sent } });
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------------- handshakes
+
+async function handshakes(args: Args): Promise<void> {
+  const port = Number(args.port);
+  const servername = String(args.servername);
+  const ca = readFileSync(String(args.ca), "utf8");
+  const concurrency = Number(args.concurrency);
+  const seconds = Number(args.seconds);
+  // Spreading client source addresses over 127.0.0.x keeps TIME_WAIT from exhausting one port range.
+  const sources = (args.sources as string[] | undefined) ?? ["127.0.0.1"];
+  const one = Buffer.of(0x2a);
+  let count = 0;
+  let errors = 0;
+  let firstError: string | null = null;
+  let next = 0;
+
+  const connectOnce = () =>
+    new Promise<void>((resolve, reject) => {
+      const socket = tls.connect({
+        host: "127.0.0.1",
+        port,
+        servername,
+        ca,
+        localAddress: sources[next++ % sources.length],
+      });
+      let settled = false;
+      const settle = (err: Error | null) => {
+        if (settled) return;
+        settled = true;
+        socket.destroy();
+        if (err) reject(err);
+        else resolve();
+      };
+      socket.once("secureConnect", () => socket.write(one));
+      socket.once("data", () => settle(null));
+      socket.once("error", (err) => settle(err));
+      socket.once("close", () => settle(new Error("closed before the echo came back")));
+    });
+
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  const loop = async () => {
+    while (performance.now() < deadline) {
+      try {
+        await connectOnce();
+        count++;
+      } catch (err) {
+        errors++;
+        firstError ??= err instanceof Error ? err.message : String(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, loop));
+  const elapsedMs = performance.now() - started;
+  say({ result: { count, errors, firstError, elapsedMs } });
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------------------- idle
+
+async function idle(args: Args): Promise<void> {
+  const port = Number(args.port);
+  const mode = String(args.mode);
+  const count = Number(args.count);
+  const concurrency = Number(args.concurrency ?? 64);
+  const servername = String(args.servername);
+  const ca = args.ca ? readFileSync(String(args.ca), "utf8") : undefined;
+  const hello = mode === "passthrough" ? await captureClientHello(servername) : null;
+  const sockets: net.Socket[] = [];
+  let failed = 0;
+  let firstError: string | null = null;
+  let closedEarly = 0;
+
+  const openOne = () =>
+    new Promise<void>((resolve, reject) => {
+      const socket =
+        mode === "passthrough"
+          ? net.connect({ host: "127.0.0.1", port })
+          : tls.connect({ host: "127.0.0.1", port, servername, ca });
+      socket.once("error", reject);
+      socket.once(mode === "passthrough" ? "connect" : "secureConnect", () => {
+        socket.removeListener("error", reject);
+        socket.on("error", () => {});
+        socket.once("close", () => closedEarly++);
+        if (hello) socket.write(hello);
+        sockets.push(socket);
+        resolve();
+      });
+    });
+
+  const started = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      try {
+        await openOne();
+      } catch (err) {
+        failed++;
+        firstError ??= err instanceof Error ? err.message : String(err);
+      }
+      if ((sockets.length + failed) % 1000 === 0) say({ progress: sockets.length + failed });
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  onCommand({
+    status: () => say({ status: { open: sockets.length - closedEarly, closedEarly } }),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      say({ closed: sockets.length });
+      process.exit(0);
+    },
+  });
+  say({ opened: sockets.length, failed, firstError, elapsedMs: performance.now() - started });
+}
+
+// ---------------------------------------------------------------------------------------- main
+
+const roles: Record<string, (args: Args) => Promise<void>> = {
+  sink,
+  echo,
+  "tls-echo": tlsEcho,
+  stream,
+  handshakes,
+  idle,
+};
+const [role, raw] = process.argv.slice(2);
+const run = role ? roles[role] : undefined;
+if (!run) {
+  console.error(`usage: serve-peers.ts ${Object.keys(roles).join("|")} 'JSON-ARGS'`);
+  process.exit(2);
+}
+await run(JSON.parse(raw ?? "{}") as Args);
