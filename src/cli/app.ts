@@ -6,6 +6,7 @@ import { type ArgsDef, type CommandDef, defineCommand, renderUsage, runCommand }
 import { LoadFailure } from "../config/load.ts";
 import { EXIT_USAGE, paint, UsageError } from "./common.ts";
 import { explainCommand } from "./explain.ts";
+import { inspectCommand } from "./inspect.ts";
 import { serveCommand } from "./serve.ts";
 import { validateCommand } from "./validate.ts";
 
@@ -14,6 +15,7 @@ export const VERSION = "0.1.0";
 const subCommands: Record<string, CommandDef<ArgsDef>> = {
   validate: validateCommand as CommandDef<ArgsDef>,
   explain: explainCommand as CommandDef<ArgsDef>,
+  inspect: inspectCommand as CommandDef<ArgsDef>,
   serve: serveCommand as CommandDef<ArgsDef>,
 };
 

@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { defineCommand } from "citty";
 import { type Explanation, explain } from "../routing/explain.ts";
+import { explanationJson } from "../routing/explain-json.ts";
 import { canonicalSni, compileRule, defaultPriority, type TraceNode, traceRule } from "../rules/index.ts";
 import { openWorkspace, type Workspace } from "../workspace.ts";
 import {
@@ -119,46 +120,6 @@ function explainRule(text: string, syntaxFlag: string | undefined, facts: RuleFa
     process.stdout.write(`${lines.join("\n")}\n`);
   }
   return matched ? EXIT_OK : EXIT_FINDINGS;
-}
-
-function explanationJson(result: Explanation, configErrors: number) {
-  const d = result.decision;
-  const cert = d.certificate;
-  return {
-    matched: d.matched && d.refusal === null,
-    router: d.router,
-    service: d.service,
-    mode: d.mode,
-    tlsOptions: d.tlsOptions,
-    certificate: cert
-      ? {
-          source: cert.source,
-          match: cert.match,
-          subject: cert.certificate?.subject ?? null,
-          sans: cert.certificate?.sans ?? [],
-          notAfter: cert.certificate?.notAfter?.toISOString() ?? null,
-          file: cert.certificate ? cert.certificate.source : null,
-          why: cert.why,
-        }
-      : null,
-    alpn: d.alpn,
-    reason: d.reason,
-    refusal: d.refusal,
-    facts: result.facts,
-    postgres: result.postgresSteps,
-    fastPath: result.fastPath,
-    candidates: result.candidates.map((c) => ({
-      router: c.router,
-      entryPoints: c.entryPoints,
-      priority: c.priority,
-      rule: c.rule,
-      matched: c.matched,
-      chosen: c.chosen,
-      trace: c.trace,
-      ...(c.disabled ? { disabled: c.disabled } : {}),
-    })),
-    configErrors,
-  };
 }
 
 function describeFacts(f: {
