@@ -1,9 +1,6 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import {
@@ -22,6 +19,13 @@ import {
   SSL_REQUEST,
   SSL_REQUEST_CODE,
 } from "../src/wire/postgres.ts";
+import {
+  type PostgresServer,
+  postgresSkip,
+  psqlAvailable,
+  runPsql,
+  startPostgres,
+} from "./helpers/postgres.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Byte builders written from the protocol documentation, independent of the module under test.
@@ -491,17 +495,6 @@ describe("BackendMessageScanner", () => {
 // Real peers: psql (libpq) as the client against a loopback stand-in server, and a real
 // PostgreSQL server for BackendKeyData and cancellation.
 
-function commandWorks(command: string, args: string[]): boolean {
-  return spawnSync(command, args, { stdio: "ignore" }).status === 0;
-}
-
-const psqlAvailable = commandWorks("psql", ["--version"]);
-
-/** Environment without PG* variables, so only the connection string decides. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("PG")));
-}
-
 /** Accumulates a socket's bytes and resolves waits for "at least this much" or "matching". */
 class Inbox {
   bytes: Uint8Array = new Uint8Array();
@@ -549,30 +542,6 @@ class Inbox {
     this.take("consumed" in result ? result.consumed : 8);
     return result;
   }
-}
-
-interface PsqlRun {
-  code: number | null;
-  stderr: string;
-}
-
-function runPsql(
-  conninfo: string,
-  args: string[],
-  onSpawn?: (child: ChildProcess) => void,
-): Promise<PsqlRun> {
-  return new Promise((resolve) => {
-    const child = spawn("psql", [conninfo, "-X", ...args], {
-      env: cleanEnv(),
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    child.stderr?.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString("utf8");
-    });
-    child.on("close", (code) => resolve({ code, stderr }));
-    onSpawn?.(child);
-  });
 }
 
 /** A loopback server whose connections are handed to the test one by one. */
@@ -717,38 +686,6 @@ describe("against psql", () => {
   });
 });
 
-/** A PostgreSQL server binary: on PATH, or in Debian's versioned directory. */
-function findPostgresBin(): string | undefined {
-  if (commandWorks("postgres", ["--version"]) && commandWorks("initdb", ["--version"])) return "";
-  const root = "/usr/lib/postgresql";
-  if (!existsSync(root)) return undefined;
-  const versions = readdirSync(root)
-    .filter(
-      (v) =>
-        existsSync(path.join(root, v, "bin", "postgres")) && existsSync(path.join(root, v, "bin", "initdb")),
-    )
-    .sort((a, b) => Number(b) - Number(a));
-  return versions[0] === undefined ? undefined : path.join(root, versions[0], "bin");
-}
-
-/** The server refuses to run as root: then run it as the `postgres` account, if there is one. */
-function serverAccount(): { uid: number; gid: number } | undefined | null {
-  if (process.getuid?.() !== 0) return undefined;
-  const uid = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
-  const gid = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
-  if (uid.status !== 0 || gid.status !== 0) return null;
-  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
-}
-
-const postgresBin = findPostgresBin();
-const account = serverAccount();
-const postgresSkip =
-  postgresBin === undefined
-    ? "no PostgreSQL server binary"
-    : account === null
-      ? "running as root without a postgres account"
-      : false;
-
 /** Complete backend messages at the front of `bytes`, as [type, body]. */
 function splitMessages(bytes: Uint8Array): { type: string; body: Uint8Array }[] {
   const out: { type: string; body: Uint8Array }[] = [];
@@ -781,47 +718,15 @@ describe("against a PostgreSQL server", () => {
   before(() =>
     assert.equal(postgresSkip, false, `cannot run PostgreSQL: ${postgresSkip}; .ci/run installs postgresql`),
   );
-  let dir = "";
+  let server: PostgresServer | undefined;
   let port = 0;
-  const bin = (name: string) => (postgresBin ? path.join(postgresBin, name) : name);
-  const asServer = () => (account ? { uid: account.uid, gid: account.gid } : {});
 
   before(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "tlsroute-pg-"));
-    if (account) chownSync(dir, account.uid, account.gid);
-    const probe = net.createServer();
-    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-    port = (probe.address() as net.AddressInfo).port;
-    await new Promise<void>((resolve) => probe.close(() => resolve()));
-    const data = path.join(dir, "data");
-    const init = spawnSync(bin("initdb"), ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"], {
-      ...asServer(),
-      encoding: "utf8",
-      env: cleanEnv(),
-    });
-    assert.equal(init.status, 0, init.stderr);
-    const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
-    const start = spawnSync(
-      bin("pg_ctl"),
-      ["-D", data, "-o", options, "-l", path.join(dir, "log"), "-w", "start"],
-      {
-        ...asServer(),
-        encoding: "utf8",
-        env: cleanEnv(),
-      },
-    );
-    assert.equal(start.status, 0, start.stderr + start.stdout);
+    server = await startPostgres();
+    port = server.port;
   });
 
-  after(() => {
-    if (!dir) return;
-    spawnSync(bin("pg_ctl"), ["-D", path.join(dir, "data"), "-m", "immediate", "-w", "stop"], {
-      ...asServer(),
-      stdio: "ignore",
-      env: cleanEnv(),
-    });
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => server?.stop());
 
   async function connect(): Promise<{ socket: net.Socket; inbox: Inbox }> {
     const socket = net.connect(port, "127.0.0.1");

@@ -29,6 +29,8 @@ const HOST = "127.0.0.1";
 /** A second loopback address (Linux answers the whole 127/8): a client that is "not 127.0.0.1". */
 const OTHER_HOST = "127.0.0.2";
 const WAIT_MS = 8_000;
+/** Each case ends well within this; a hang fails the case instead of the whole run. */
+const CASE = { timeout: 45_000 };
 
 const ROOT_DIR = mkdtempSync(path.join(tmpdir(), "tlsroute-serve-ops-"));
 after(() => rmSync(ROOT_DIR, { recursive: true, force: true }));
@@ -70,14 +72,17 @@ type Handler = (socket: net.Socket) => void;
 function startBackend(t: TestContext, handler: Handler, tlsOptions?: tls.TlsOptions): Promise<Backend> {
   const sockets = new Set<net.Socket>();
   const onSocket = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());
     handler(socket);
   };
   const server = tlsOptions
     ? tls.createServer({ ...tlsOptions, allowHalfOpen: true }, onSocket)
     : net.createServer({ allowHalfOpen: true }, onSocket);
+  // The TCP sockets, TLS handshakes that never completed included: stop() must end them all.
+  server.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
   // A failed TLS handshake (tlsroute refusing our certificate) must not crash the test process.
   server.on("tlsClientError", () => {});
   let listening = false;
@@ -305,7 +310,7 @@ async function serve(
   t: TestContext,
   label: string,
   config: Config,
-  options: { args?: string[] } = {},
+  options: { args?: string[]; configDirectory?: boolean } = {},
 ): Promise<Running> {
   const dir = tempDir(label);
   const file = path.join(dir, "tlsroute.yml");
@@ -313,7 +318,7 @@ async function serve(
   const names = Object.keys((config.entryPoints as Record<string, unknown> | undefined) ?? {});
   const args = [
     "-c",
-    file,
+    options.configDirectory ? dir : file,
     ...names.flatMap((n) => ["--entrypoint", `${n}=${HOST}:0`]),
     ...(options.args ?? []),
   ];
@@ -423,322 +428,346 @@ before(async () => {
 // ---------------------------------------------------------------------------------------------------
 
 describe("serve operations", { concurrency: true }, () => {
-  it("routes a plain client that writes first to a non-TLS catch-all next to TLS routers, and greets server-first clients at once", async (t) => {
-    const plain = await startBackend(t, echo("plain"));
-    const smtp = await startBackend(t, (socket) => {
-      socket.write("220 mail.test ESMTP ready\r\n");
-      socket.on("data", (chunk: Buffer) => {
-        if (chunk.toString().startsWith("QUIT")) socket.end("221 bye\r\n");
+  it(
+    "routes a plain client that writes first to a non-TLS catch-all next to TLS routers, and greets server-first clients at once",
+    CASE,
+    async (t) => {
+      const plain = await startBackend(t, echo("plain"));
+      const smtp = await startBackend(t, (socket) => {
+        socket.write("220 mail.test ESMTP ready\r\n");
+        socket.on("data", (chunk: Buffer) => {
+          if (chunk.toString().startsWith("QUIT")) socket.end("221 bye\r\n");
+        });
+        socket.on("end", () => socket.end());
       });
-      socket.on("end", () => socket.end());
-    });
-    const run = await serve(t, "plain", {
-      entryPoints: entryPoints(["mixed", "mail"]),
-      tcp: {
-        routers: {
-          site: { entryPoints: ["mixed"], rule: "HostSNI(`site.test`)", service: "whoami", tls: {} },
-          plain: { entryPoints: ["mixed"], rule: "HostSNI(`*`)", service: "plain" },
-          smtp: { entryPoints: ["mail"], rule: "HostSNI(`*`)", service: "smtp" },
-        },
-        services: { whoami: lb("whoami@internal"), plain: lb(plain.address), smtp: lb(smtp.address) },
-      },
-    });
-
-    // Plain bytes on an entry point with TLS routers: read, classified as not TLS, routed to the catch-all.
-    const client = await connect(run.port("mixed"));
-    assert.equal(await client.ask("hello"), "plain:hello");
-    assert.equal(await client.ask("again"), "plain:again");
-    client.socket.end();
-    await client.closed;
-    const plainLine = await run.access(client.id);
-    assert.equal(plainLine.router, "plain");
-    assert.equal(plainLine.mode, "tcp");
-    assert.equal(plainLine.server, plain.address);
-    assert.equal(plainLine.reason, "closed");
-    assert.equal(plainLine.bytesIn, "hello\nagain\n".length);
-    assert.equal(plainLine.bytesOut, "plain:hello\nplain:again\n".length);
-
-    // The TLS router on the same port still takes TLS clients.
-    const tlsAnswer = await new Promise<string>((resolve, reject) => {
-      let text = "";
-      const socket = tls.connect({
-        host: HOST,
-        port: run.port("mixed"),
-        servername: "site.test",
-        rejectUnauthorized: false,
-      });
-      socket.setEncoding("utf8");
-      socket.on("data", (c: string) => {
-        text += c;
-      });
-      socket.on("error", reject);
-      socket.on("close", () => resolve(text));
-    });
-    assert.equal((JSON.parse(tlsAnswer.trim()) as { router: string }).router, "site");
-
-    // Server-first: the entry point has only a plain router, so nothing is read before routing and
-    // the backend's banner reaches a client that only listens.
-    const started = Date.now();
-    const mail = await connect(run.port("mail"));
-    assert.equal(await mail.line(3_000), "220 mail.test ESMTP ready\r");
-    assert.ok(Date.now() - started < 2_000, `banner after ${Date.now() - started}ms`);
-    assert.equal(await mail.ask("QUIT\r"), "221 bye\r");
-    await mail.closed;
-    const mailLine = await run.access(mail.id);
-    assert.equal(mailLine.router, "smtp");
-    assert.equal(mailLine.mode, "tcp");
-    assert.equal(mailLine.reason, "closed");
-    assert.equal(mailLine.bytesIn, "QUIT\r\n".length);
-    assert.equal(mailLine.bytesOut, "220 mail.test ESMTP ready\r\n221 bye\r\n".length);
-  });
-
-  it("ipAllowList refuses a client outside the source range and lets an allowed one through", async (t) => {
-    if (!canUseOtherHost) return t.skip(`cannot connect from ${OTHER_HOST} on this machine`);
-    const backend = await startBackend(t, echo("guarded"));
-    const run = await serve(t, "allowlist", {
-      entryPoints: entryPoints(["guarded", "mixed"]),
-      tcp: {
-        routers: {
-          guarded: {
-            entryPoints: ["guarded", "mixed"],
-            rule: "HostSNI(`*`)",
-            service: "b",
-            middlewares: ["local-only"],
+      const run = await serve(t, "plain", {
+        entryPoints: entryPoints(["mixed", "mail"]),
+        tcp: {
+          routers: {
+            site: { entryPoints: ["mixed"], rule: "HostSNI(`site.test`)", service: "whoami", tls: {} },
+            plain: { entryPoints: ["mixed"], rule: "HostSNI(`*`)", service: "plain" },
+            smtp: { entryPoints: ["mail"], rule: "HostSNI(`*`)", service: "smtp" },
           },
-          tls: { entryPoints: ["mixed"], rule: "HostSNI(`x.test`)", service: "b", tls: {} },
+          services: { whoami: lb("whoami@internal"), plain: lb(plain.address), smtp: lb(smtp.address) },
         },
-        services: { b: lb(backend.address) },
-        middlewares: { "local-only": { ipAllowList: { sourceRange: ["127.0.0.1/32", "::1/128"] } } },
-      },
-    });
-    for (const ep of ["guarded", "mixed"]) {
-      const allowed = await connect(run.port(ep));
-      assert.equal(await allowed.ask("hi"), "guarded:hi");
-      allowed.socket.end();
-
-      const denied = await request(run.port(ep), { send: "hi\n", localAddress: OTHER_HOST });
-      assert.equal(denied.data, "", "a denied client gets no byte");
-      const line = await run.access(denied.id);
-      assert.equal(line.reason, "ip_denied");
-      assert.equal(line.router, "guarded");
-      assert.equal(line.server, null);
-      assert.match(String(line.detail), /local-only/);
-      assert.equal((await run.access(allowed.id)).reason, "closed");
-    }
-  });
-
-  it("ipAllowList closes a denied client at once on a server-first entry point, without waiting for a byte", async (t) => {
-    if (!canUseOtherHost) return t.skip(`cannot connect from ${OTHER_HOST} on this machine`);
-    const backend = await startBackend(t, greeter("banner"));
-    const run = await serve(t, "allowlist-fast", {
-      entryPoints: entryPoints(["guarded"]),
-      tcp: {
-        routers: { guarded: { rule: "HostSNI(`*`)", service: "b", middlewares: ["local-only"] } },
-        services: { b: lb(backend.address) },
-        middlewares: { "local-only": { ipAllowList: { sourceRange: ["127.0.0.1/32"] } } },
-      },
-    });
-    assert.equal((await request(run.port("guarded"))).data, "banner\n");
-    // Traefik runs the middleware chain on the fast path before reading anything: the refused client
-    // is closed right away, not after the entry point's 30s readTimeout.
-    const denied = await request(run.port("guarded"), { localAddress: OTHER_HOST, timeoutMs: 3_000 });
-    assert.equal(denied.data, "");
-    assert.equal((await run.access(denied.id)).reason, "ip_denied");
-  });
-
-  it("inFlightConn refuses a third simultaneous connection from one IP and accepts again after one closes", async (t) => {
-    const backend = await startBackend(t, echo("capped"));
-    const run = await serve(t, "inflight", {
-      entryPoints: entryPoints(["capped"]),
-      tcp: {
-        routers: { capped: { rule: "HostSNI(`*`)", service: "b", middlewares: ["two"] } },
-        services: { b: lb(backend.address) },
-        middlewares: { two: { inFlightConn: { amount: 2 } } },
-      },
-    });
-    const port = run.port("capped");
-    const first = await connect(port);
-    const second = await connect(port);
-    assert.equal(await first.ask("1"), "capped:1");
-    assert.equal(await second.ask("2"), "capped:2");
-
-    const third = await request(port, { send: "3\n" });
-    assert.equal(third.data, "");
-    const refused = await run.access(third.id);
-    assert.equal(refused.reason, "too_many_connections");
-    assert.equal(refused.router, "capped");
-    assert.match(String(refused.detail), /two/);
-
-    if (canUseOtherHost) {
-      // The count is per client IP: another address is not affected.
-      const other = await connect(port, { localAddress: OTHER_HOST });
-      assert.equal(await other.ask("other"), "capped:other");
-      other.socket.end();
-    }
-
-    // The two open connections still work; closing one frees a slot.
-    assert.equal(await first.ask("1b"), "capped:1b");
-    first.socket.end();
-    await first.closed;
-    await run.access(first.id);
-    const fourth = await connect(port);
-    assert.equal(await fourth.ask("4"), "capped:4");
-    assert.equal(await second.ask("2b"), "capped:2b");
-    fourth.socket.end();
-    second.socket.end();
-    await Promise.all([fourth.closed, second.closed]);
-    assert.equal((await run.access(fourth.id)).reason, "closed");
-  });
-
-  it("balances: weighted 3:1 gives exactly 30/10 over 40 connections, round robin alternates, a refused dial fails over, all down is backend_unreachable", async (t) => {
-    const a = await startBackend(t, greeter("A"));
-    const b = await startBackend(t, greeter("B"));
-    const c = await startBackend(t, greeter("C"));
-    const d = await startBackend(t, greeter("D"));
-    const dead1 = `${HOST}:${await closedPort()}`;
-    const dead2 = `${HOST}:${await closedPort()}`;
-    const run = await serve(t, "balance", {
-      entryPoints: entryPoints(["weighted", "rr", "failover", "down"]),
-      tcp: {
-        routers: {
-          weighted: { entryPoints: ["weighted"], rule: "HostSNI(`*`)", service: "split" },
-          rr: { entryPoints: ["rr"], rule: "HostSNI(`*`)", service: "pair" },
-          failover: { entryPoints: ["failover"], rule: "HostSNI(`*`)", service: "half-dead" },
-          down: { entryPoints: ["down"], rule: "HostSNI(`*`)", service: "all-dead" },
-        },
-        services: {
-          split: {
-            weighted: {
-              services: [
-                { name: "only-a", weight: 3 },
-                { name: "only-b", weight: 1 },
-              ],
-            },
-          },
-          "only-a": lb(a.address),
-          "only-b": lb(b.address),
-          pair: lb(c.address, d.address),
-          "half-dead": lb(dead1, c.address),
-          "all-dead": lb(dead1, dead2),
-        },
-      },
-    });
-
-    // Weighted: picks happen at accept time, so batches of concurrent connections keep the count exact.
-    const picks: string[] = [];
-    for (let batch = 0; batch < 4; batch++) {
-      const results = await Promise.all(Array.from({ length: 10 }, () => request(run.port("weighted"))));
-      picks.push(...results.map((r) => r.data.trim()));
-    }
-    assert.deepEqual(tally(picks), { A: 30, B: 10 });
-    await waitUntil(
-      "40 weighted access lines",
-      () => run.serve.accessLines().filter((l) => l.entryPoint === "weighted").length >= 40,
-    );
-    const servers = run.serve
-      .accessLines()
-      .filter((l) => l.entryPoint === "weighted")
-      .map((l) => String(l.server));
-    assert.deepEqual(tally(servers), { [a.address]: 30, [b.address]: 10 });
-
-    // Round robin over two servers: strictly alternating.
-    const sequence: string[] = [];
-    for (let i = 0; i < 8; i++) sequence.push((await request(run.port("rr"))).data.trim());
-    assert.deepEqual(tally(sequence), { C: 4, D: 4 });
-    for (let i = 1; i < sequence.length; i++)
-      assert.notEqual(sequence[i], sequence[i - 1], sequence.join(","));
-
-    // Failover: round robin picks the dead server first every other time; each connection still lands on C.
-    for (let i = 0; i < 4; i++) {
-      const result = await request(run.port("failover"));
-      assert.equal(result.data, "C\n");
-      const line = await run.access(result.id);
-      assert.equal(line.server, c.address);
-      assert.equal(line.reason, "closed");
-    }
-
-    // Every server refuses: the client is closed and the access line says why.
-    const down = await request(run.port("down"), { send: "hello\n" });
-    assert.equal(down.data, "");
-    const downLine = await run.access(down.id);
-    assert.equal(downLine.reason, "backend_unreachable");
-    assert.equal(downLine.service, "all-dead");
-    assert.equal(downLine.server, null);
-    assert.ok(
-      String(downLine.detail).includes(dead1) && String(downLine.detail).includes(dead2),
-      String(downLine.detail),
-    );
-  });
-
-  it("sends PROXY v1 and v2 headers naming the client as source and the entry point as destination", async (t) => {
-    // A backend that parses the header, reports it as one JSON line, then echoes the stream after it.
-    const proxyAware: Handler = (socket) => {
-      let buffer = Buffer.alloc(0);
-      let parsed = false;
-      socket.on("data", (chunk: Buffer) => {
-        if (parsed) {
-          socket.write(`echo:${chunk.toString()}`);
-          return;
-        }
-        buffer = Buffer.concat([buffer, chunk]);
-        const header = decodeProxyHeader(buffer);
-        if (header.kind === "need-more") return;
-        parsed = true;
-        if (header.kind !== "header") {
-          socket.end(`${JSON.stringify({ kind: header.kind })}\n`);
-          return;
-        }
-        const { version, command, src, dst } = header;
-        socket.write(`${JSON.stringify({ version, command, src, dst })}\n`);
-        const rest = buffer.subarray(header.consumed);
-        if (rest.length > 0) socket.write(`echo:${rest.toString()}`);
       });
-      socket.on("end", () => socket.end());
-    };
-    const backend = await startBackend(t, proxyAware);
-    const run = await serve(t, "proxy-protocol", {
-      entryPoints: entryPoints(["v1", "v2", "v2mixed"]),
-      tcp: {
-        routers: {
-          v1: { entryPoints: ["v1"], rule: "HostSNI(`*`)", service: "pp1" },
-          v2: { entryPoints: ["v2", "v2mixed"], rule: "HostSNI(`*`)", service: "pp2" },
-          tls: { entryPoints: ["v2mixed"], rule: "HostSNI(`x.test`)", service: "pp2", tls: {} },
-        },
-        services: {
-          pp1: { loadBalancer: { servers: [{ address: backend.address }], serversTransport: "proxy-v1" } },
-          pp2: { loadBalancer: { servers: [{ address: backend.address }], serversTransport: "proxy-v2" } },
-        },
-        serversTransports: {
-          "proxy-v1": { proxyProtocol: { version: 1 } },
-          "proxy-v2": { proxyProtocol: { version: 2 } },
-        },
-      },
-    });
-    for (const [ep, version] of [
-      ["v1", 1],
-      ["v2", 2],
-      ["v2mixed", 2],
-    ] as const) {
-      const client = await connect(run.port(ep));
-      // On the fast path the header arrives before the client sends anything; on the mixed entry
-      // point the client speaks first and the header must still come before its bytes.
-      if (ep === "v2mixed") client.socket.write("payload\n");
-      const header = JSON.parse(await client.line()) as Record<string, unknown>;
-      assert.deepEqual(header, {
-        version,
-        command: "proxy",
-        src: { ip: HOST, port: client.localPort },
-        dst: { ip: HOST, port: run.port(ep) },
-      });
-      if (ep === "v2mixed") assert.equal(await client.line(), "echo:payload");
-      else assert.equal(await client.ask("payload"), "echo:payload");
+
+      // Plain bytes on an entry point with TLS routers: read, classified as not TLS, routed to the catch-all.
+      const client = await connect(run.port("mixed"));
+      assert.equal(await client.ask("hello"), "plain:hello");
+      assert.equal(await client.ask("again"), "plain:again");
       client.socket.end();
       await client.closed;
-      assert.equal((await run.access(client.id)).reason, "closed");
-    }
-  });
+      const plainLine = await run.access(client.id);
+      assert.equal(plainLine.router, "plain");
+      assert.equal(plainLine.mode, "tcp");
+      assert.equal(plainLine.server, plain.address);
+      assert.equal(plainLine.reason, "closed");
+      assert.equal(plainLine.bytesIn, "hello\nagain\n".length);
+      assert.equal(plainLine.bytesOut, "plain:hello\nplain:again\n".length);
 
-  it("dials backends over TLS, verifying the transport's serverName against its rootCAs", async (t) => {
+      // The TLS router on the same port still takes TLS clients.
+      const tlsAnswer = await new Promise<string>((resolve, reject) => {
+        let text = "";
+        const socket = tls.connect({
+          host: HOST,
+          port: run.port("mixed"),
+          servername: "site.test",
+          rejectUnauthorized: false,
+        });
+        socket.setEncoding("utf8");
+        socket.on("data", (c: string) => {
+          text += c;
+        });
+        socket.on("error", reject);
+        socket.on("close", () => resolve(text));
+      });
+      assert.equal((JSON.parse(tlsAnswer.trim()) as { router: string }).router, "site");
+
+      // Server-first: the entry point has only a plain router, so nothing is read before routing and
+      // the backend's banner reaches a client that only listens.
+      const started = Date.now();
+      const mail = await connect(run.port("mail"));
+      assert.equal(await mail.line(3_000), "220 mail.test ESMTP ready\r");
+      assert.ok(Date.now() - started < 2_000, `banner after ${Date.now() - started}ms`);
+      assert.equal(await mail.ask("QUIT\r"), "221 bye\r");
+      await mail.closed;
+      const mailLine = await run.access(mail.id);
+      assert.equal(mailLine.router, "smtp");
+      assert.equal(mailLine.mode, "tcp");
+      assert.equal(mailLine.reason, "closed");
+      assert.equal(mailLine.bytesIn, "QUIT\r\n".length);
+      assert.equal(mailLine.bytesOut, "220 mail.test ESMTP ready\r\n221 bye\r\n".length);
+    },
+  );
+
+  it(
+    "ipAllowList refuses a client outside the source range and lets an allowed one through",
+    CASE,
+    async (t) => {
+      if (!canUseOtherHost) return t.skip(`cannot connect from ${OTHER_HOST} on this machine`);
+      const backend = await startBackend(t, echo("guarded"));
+      const run = await serve(t, "allowlist", {
+        entryPoints: entryPoints(["guarded", "mixed"]),
+        tcp: {
+          routers: {
+            guarded: {
+              entryPoints: ["guarded", "mixed"],
+              rule: "HostSNI(`*`)",
+              service: "b",
+              middlewares: ["local-only"],
+            },
+            tls: { entryPoints: ["mixed"], rule: "HostSNI(`x.test`)", service: "b", tls: {} },
+          },
+          services: { b: lb(backend.address) },
+          middlewares: { "local-only": { ipAllowList: { sourceRange: ["127.0.0.1/32", "::1/128"] } } },
+        },
+      });
+      for (const ep of ["guarded", "mixed"]) {
+        const allowed = await connect(run.port(ep));
+        assert.equal(await allowed.ask("hi"), "guarded:hi");
+        allowed.socket.end();
+
+        const denied = await request(run.port(ep), { send: "hi\n", localAddress: OTHER_HOST });
+        assert.equal(denied.data, "", "a denied client gets no byte");
+        const line = await run.access(denied.id);
+        assert.equal(line.reason, "ip_denied");
+        assert.equal(line.router, "guarded");
+        assert.equal(line.server, null);
+        assert.match(String(line.detail), /local-only/);
+        assert.equal((await run.access(allowed.id)).reason, "closed");
+      }
+    },
+  );
+
+  it(
+    "ipAllowList closes a denied client at once on a server-first entry point, without waiting for a byte",
+    CASE,
+    async (t) => {
+      if (!canUseOtherHost) return t.skip(`cannot connect from ${OTHER_HOST} on this machine`);
+      const backend = await startBackend(t, greeter("banner"));
+      const run = await serve(t, "allowlist-fast", {
+        entryPoints: entryPoints(["guarded"]),
+        tcp: {
+          routers: { guarded: { rule: "HostSNI(`*`)", service: "b", middlewares: ["local-only"] } },
+          services: { b: lb(backend.address) },
+          middlewares: { "local-only": { ipAllowList: { sourceRange: ["127.0.0.1/32"] } } },
+        },
+      });
+      assert.equal((await request(run.port("guarded"))).data, "banner\n");
+      // Traefik runs the middleware chain on the fast path before reading anything: the refused client
+      // is closed right away, not after the entry point's 30s readTimeout.
+      const denied = await request(run.port("guarded"), { localAddress: OTHER_HOST, timeoutMs: 3_000 });
+      assert.equal(denied.data, "");
+      assert.equal((await run.access(denied.id)).reason, "ip_denied");
+    },
+  );
+
+  it(
+    "inFlightConn refuses a third simultaneous connection from one IP and accepts again after one closes",
+    CASE,
+    async (t) => {
+      const backend = await startBackend(t, echo("capped"));
+      const run = await serve(t, "inflight", {
+        entryPoints: entryPoints(["capped"]),
+        tcp: {
+          routers: { capped: { rule: "HostSNI(`*`)", service: "b", middlewares: ["two"] } },
+          services: { b: lb(backend.address) },
+          middlewares: { two: { inFlightConn: { amount: 2 } } },
+        },
+      });
+      const port = run.port("capped");
+      const first = await connect(port);
+      const second = await connect(port);
+      assert.equal(await first.ask("1"), "capped:1");
+      assert.equal(await second.ask("2"), "capped:2");
+
+      const third = await request(port, { send: "3\n" });
+      assert.equal(third.data, "");
+      const refused = await run.access(third.id);
+      assert.equal(refused.reason, "too_many_connections");
+      assert.equal(refused.router, "capped");
+      assert.match(String(refused.detail), /two/);
+
+      if (canUseOtherHost) {
+        // The count is per client IP: another address is not affected.
+        const other = await connect(port, { localAddress: OTHER_HOST });
+        assert.equal(await other.ask("other"), "capped:other");
+        other.socket.end();
+      }
+
+      // The two open connections still work; closing one frees a slot.
+      assert.equal(await first.ask("1b"), "capped:1b");
+      first.socket.end();
+      await first.closed;
+      await run.access(first.id);
+      const fourth = await connect(port);
+      assert.equal(await fourth.ask("4"), "capped:4");
+      assert.equal(await second.ask("2b"), "capped:2b");
+      fourth.socket.end();
+      second.socket.end();
+      await Promise.all([fourth.closed, second.closed]);
+      assert.equal((await run.access(fourth.id)).reason, "closed");
+    },
+  );
+
+  it(
+    "balances: weighted 3:1 gives exactly 30/10 over 40 connections, round robin alternates, a refused dial fails over, all down is backend_unreachable",
+    CASE,
+    async (t) => {
+      const a = await startBackend(t, greeter("A"));
+      const b = await startBackend(t, greeter("B"));
+      const c = await startBackend(t, greeter("C"));
+      const d = await startBackend(t, greeter("D"));
+      const dead1 = `${HOST}:${await closedPort()}`;
+      const dead2 = `${HOST}:${await closedPort()}`;
+      const run = await serve(t, "balance", {
+        entryPoints: entryPoints(["weighted", "rr", "failover", "down"]),
+        tcp: {
+          routers: {
+            weighted: { entryPoints: ["weighted"], rule: "HostSNI(`*`)", service: "split" },
+            rr: { entryPoints: ["rr"], rule: "HostSNI(`*`)", service: "pair" },
+            failover: { entryPoints: ["failover"], rule: "HostSNI(`*`)", service: "half-dead" },
+            down: { entryPoints: ["down"], rule: "HostSNI(`*`)", service: "all-dead" },
+          },
+          services: {
+            split: {
+              weighted: {
+                services: [
+                  { name: "only-a", weight: 3 },
+                  { name: "only-b", weight: 1 },
+                ],
+              },
+            },
+            "only-a": lb(a.address),
+            "only-b": lb(b.address),
+            pair: lb(c.address, d.address),
+            "half-dead": lb(dead1, c.address),
+            "all-dead": lb(dead1, dead2),
+          },
+        },
+      });
+
+      // Weighted: picks happen at accept time, so batches of concurrent connections keep the count exact.
+      const picks: string[] = [];
+      for (let batch = 0; batch < 4; batch++) {
+        const results = await Promise.all(Array.from({ length: 10 }, () => request(run.port("weighted"))));
+        picks.push(...results.map((r) => r.data.trim()));
+      }
+      assert.deepEqual(tally(picks), { A: 30, B: 10 });
+      await waitUntil(
+        "40 weighted access lines",
+        () => run.serve.accessLines().filter((l) => l.entryPoint === "weighted").length >= 40,
+      );
+      const servers = run.serve
+        .accessLines()
+        .filter((l) => l.entryPoint === "weighted")
+        .map((l) => String(l.server));
+      assert.deepEqual(tally(servers), { [a.address]: 30, [b.address]: 10 });
+
+      // Round robin over two servers: strictly alternating.
+      const sequence: string[] = [];
+      for (let i = 0; i < 8; i++) sequence.push((await request(run.port("rr"))).data.trim());
+      assert.deepEqual(tally(sequence), { C: 4, D: 4 });
+      for (let i = 1; i < sequence.length; i++)
+        assert.notEqual(sequence[i], sequence[i - 1], sequence.join(","));
+
+      // Failover: round robin picks the dead server first every other time; each connection still lands on C.
+      for (let i = 0; i < 4; i++) {
+        const result = await request(run.port("failover"));
+        assert.equal(result.data, "C\n");
+        const line = await run.access(result.id);
+        assert.equal(line.server, c.address);
+        assert.equal(line.reason, "closed");
+      }
+
+      // Every server refuses: the client is closed and the access line says why.
+      const down = await request(run.port("down"), { send: "hello\n" });
+      assert.equal(down.data, "");
+      const downLine = await run.access(down.id);
+      assert.equal(downLine.reason, "backend_unreachable");
+      assert.equal(downLine.service, "all-dead");
+      assert.equal(downLine.server, null);
+      assert.ok(
+        String(downLine.detail).includes(dead1) && String(downLine.detail).includes(dead2),
+        String(downLine.detail),
+      );
+    },
+  );
+
+  it(
+    "sends PROXY v1 and v2 headers naming the client as source and the entry point as destination",
+    CASE,
+    async (t) => {
+      // A backend that parses the header, reports it as one JSON line, then echoes the stream after it.
+      const proxyAware: Handler = (socket) => {
+        let buffer = Buffer.alloc(0);
+        let parsed = false;
+        socket.on("data", (chunk: Buffer) => {
+          if (parsed) {
+            socket.write(`echo:${chunk.toString()}`);
+            return;
+          }
+          buffer = Buffer.concat([buffer, chunk]);
+          const header = decodeProxyHeader(buffer);
+          if (header.kind === "need-more") return;
+          parsed = true;
+          if (header.kind !== "header") {
+            socket.end(`${JSON.stringify({ kind: header.kind })}\n`);
+            return;
+          }
+          const { version, command, src, dst } = header;
+          socket.write(`${JSON.stringify({ version, command, src, dst })}\n`);
+          const rest = buffer.subarray(header.consumed);
+          if (rest.length > 0) socket.write(`echo:${rest.toString()}`);
+        });
+        socket.on("end", () => socket.end());
+      };
+      const backend = await startBackend(t, proxyAware);
+      const run = await serve(t, "proxy-protocol", {
+        entryPoints: entryPoints(["v1", "v2", "v2mixed"]),
+        tcp: {
+          routers: {
+            v1: { entryPoints: ["v1"], rule: "HostSNI(`*`)", service: "pp1" },
+            v2: { entryPoints: ["v2", "v2mixed"], rule: "HostSNI(`*`)", service: "pp2" },
+            tls: { entryPoints: ["v2mixed"], rule: "HostSNI(`x.test`)", service: "pp2", tls: {} },
+          },
+          services: {
+            pp1: { loadBalancer: { servers: [{ address: backend.address }], serversTransport: "proxy-v1" } },
+            pp2: { loadBalancer: { servers: [{ address: backend.address }], serversTransport: "proxy-v2" } },
+          },
+          serversTransports: {
+            "proxy-v1": { proxyProtocol: { version: 1 } },
+            "proxy-v2": { proxyProtocol: { version: 2 } },
+          },
+        },
+      });
+      for (const [ep, version] of [
+        ["v1", 1],
+        ["v2", 2],
+        ["v2mixed", 2],
+      ] as const) {
+        const client = await connect(run.port(ep));
+        // On the fast path the header arrives before the client sends anything; on the mixed entry
+        // point the client speaks first and the header must still come before its bytes.
+        if (ep === "v2mixed") client.socket.write("payload\n");
+        const header = JSON.parse(await client.line()) as Record<string, unknown>;
+        assert.deepEqual(header, {
+          version,
+          command: "proxy",
+          src: { ip: HOST, port: client.localPort },
+          dst: { ip: HOST, port: run.port(ep) },
+        });
+        if (ep === "v2mixed") assert.equal(await client.line(), "echo:payload");
+        else assert.equal(await client.ask("payload"), "echo:payload");
+        client.socket.end();
+        await client.closed;
+        assert.equal((await run.access(client.id)).reason, "closed");
+      }
+    },
+  );
+
+  it("dials backends over TLS, verifying the transport's serverName against its rootCAs", CASE, async (t) => {
     const backend = await startBackend(
       t,
       (socket) => {
@@ -789,224 +818,252 @@ describe("serve operations", { concurrency: true }, () => {
     assert.match(String(untrustedLine.detail), /certificate/i);
   });
 
-  it("propagates a client's half-close: the backend answers after EOF within terminationDelay, a later answer is cut", async (t) => {
-    const afterEof =
-      (delayMs: number): Handler =>
-      (socket) => {
-        let received = "";
-        socket.setEncoding("utf8");
-        socket.on("data", (chunk: string) => {
-          received += chunk;
-        });
-        socket.on("end", () => {
-          setTimeout(() => {
-            if (!socket.destroyed) socket.end(`got ${received.length} bytes: ${received}\n`);
-          }, delayMs);
-        });
-      };
-    const quick = await startBackend(t, afterEof(0));
-    const slow = await startBackend(t, afterEof(800));
-    const run = await serve(t, "half-close", {
-      entryPoints: entryPoints(["quick", "slow"]),
-      tcp: {
-        routers: {
-          quick: { entryPoints: ["quick"], rule: "HostSNI(`*`)", service: "quick" },
-          slow: { entryPoints: ["slow"], rule: "HostSNI(`*`)", service: "slow" },
+  it(
+    "propagates a client's half-close: the backend answers after EOF within terminationDelay, a later answer is cut",
+    CASE,
+    async (t) => {
+      const afterEof =
+        (delayMs: number): Handler =>
+        (socket) => {
+          let received = "";
+          socket.setEncoding("utf8");
+          socket.on("data", (chunk: string) => {
+            received += chunk;
+          });
+          socket.on("end", () => {
+            setTimeout(() => {
+              if (!socket.destroyed) socket.end(`got ${received.length} bytes: ${received}\n`);
+            }, delayMs);
+          });
+        };
+      const quick = await startBackend(t, afterEof(0));
+      const slow = await startBackend(t, afterEof(800));
+      const run = await serve(t, "half-close", {
+        entryPoints: entryPoints(["quick", "slow"]),
+        tcp: {
+          routers: {
+            quick: { entryPoints: ["quick"], rule: "HostSNI(`*`)", service: "quick" },
+            slow: { entryPoints: ["slow"], rule: "HostSNI(`*`)", service: "slow" },
+          },
+          services: { quick: lb(quick.address), slow: lb(slow.address) },
         },
-        services: { quick: lb(quick.address), slow: lb(slow.address) },
-      },
-    });
+      });
 
-    const answered = await request(run.port("quick"), { send: "request", end: true });
-    assert.equal(answered.data, "got 7 bytes: request\n");
-    const line = await run.access(answered.id);
-    assert.equal(line.reason, "closed");
-    assert.equal(line.bytesIn, 7);
-    assert.equal(line.bytesOut, answered.data.length);
+      const answered = await request(run.port("quick"), { send: "request", end: true });
+      const line = await run.access(answered.id);
+      assert.equal(answered.data, "got 7 bytes: request\n", JSON.stringify(line));
+      assert.equal(line.reason, "closed");
+      assert.equal(line.bytesIn, 7);
+      assert.equal(line.bytesOut, answered.data.length);
 
-    // Default terminationDelay (100ms): the backend that takes 800ms after EOF is cut off.
-    const started = Date.now();
-    const cut = await request(run.port("slow"), { send: "request", end: true });
-    const elapsed = Date.now() - started;
-    assert.equal(cut.data, "");
-    assert.ok(elapsed < 700, `the connection was cut after ${elapsed}ms`);
-    assert.equal((await run.access(cut.id)).bytesIn, 7);
-  });
+      // Default terminationDelay (100ms): the backend that takes 800ms after EOF is cut off.
+      const started = Date.now();
+      const cut = await request(run.port("slow"), { send: "request", end: true });
+      const elapsed = Date.now() - started;
+      assert.equal(cut.data, "");
+      assert.ok(elapsed < 700, `the connection was cut after ${elapsed}ms`);
+      assert.equal((await run.access(cut.id)).bytesIn, 7);
+    },
+  );
 
-  it("health checks take a failing server out of rotation and put it back when it recovers", async (t) => {
-    // Health probes send PING and expect PONG; client traffic gets the server's name.
-    const health: Record<string, boolean> = { A: true, B: true };
-    const checked =
-      (name: string): Handler =>
-      (socket) => {
-        socket.once("data", (chunk: Buffer) => {
-          if (chunk.toString().startsWith("PING")) socket.end(health[name] ? "PONG\n" : "NOPE\n");
-          else socket.end(`${name}\n`);
-        });
-        socket.on("end", () => socket.end());
-      };
-    const a = await startBackend(t, checked("A"));
-    const b = await startBackend(t, checked("B"));
-    const c = await startBackend(t, namer("C"));
-    const d = await startBackend(t, namer("D"));
-    const run = await serve(t, "health", {
-      entryPoints: entryPoints(["expect", "connect"]),
-      tcp: {
-        routers: {
-          expect: { entryPoints: ["expect"], rule: "HostSNI(`*`)", service: "expect" },
-          connect: { entryPoints: ["connect"], rule: "HostSNI(`*`)", service: "connect" },
-        },
-        services: {
-          expect: {
-            loadBalancer: {
-              servers: [{ address: a.address }, { address: b.address }],
-              healthCheck: { interval: "200ms", timeout: "300ms", send: "PING\n", expect: "PONG" },
+  it(
+    "health checks take a failing server out of rotation and put it back when it recovers",
+    CASE,
+    async (t) => {
+      // Health probes send PING and expect PONG; client traffic gets the server's name.
+      const health: Record<string, boolean> = { A: true, B: true };
+      const checked =
+        (name: string): Handler =>
+        (socket) => {
+          socket.once("data", (chunk: Buffer) => {
+            if (chunk.toString().startsWith("PING")) socket.end(health[name] ? "PONG\n" : "NOPE\n");
+            else socket.end(`${name}\n`);
+          });
+          socket.on("end", () => socket.end());
+        };
+      const a = await startBackend(t, checked("A"));
+      const b = await startBackend(t, checked("B"));
+      const c = await startBackend(t, namer("C"));
+      const d = await startBackend(t, namer("D"));
+      const run = await serve(t, "health", {
+        entryPoints: entryPoints(["expect", "connect"]),
+        tcp: {
+          routers: {
+            expect: { entryPoints: ["expect"], rule: "HostSNI(`*`)", service: "expect" },
+            connect: { entryPoints: ["connect"], rule: "HostSNI(`*`)", service: "connect" },
+          },
+          services: {
+            expect: {
+              loadBalancer: {
+                servers: [{ address: a.address }, { address: b.address }],
+                healthCheck: { interval: "200ms", timeout: "300ms", send: "PING\n", expect: "PONG" },
+              },
+            },
+            connect: {
+              loadBalancer: {
+                servers: [{ address: c.address }, { address: d.address }],
+                healthCheck: { interval: "200ms", timeout: "300ms" },
+              },
             },
           },
-          connect: {
-            loadBalancer: {
-              servers: [{ address: c.address }, { address: d.address }],
-              healthCheck: { interval: "200ms", timeout: "300ms" },
-            },
-          },
         },
-      },
-    });
-    const names = async (ep: string, n: number) => {
-      const out: string[] = [];
-      for (let i = 0; i < n; i++) out.push((await request(run.port(ep), { send: "hi\n" })).data.trim());
-      return out;
-    };
-    const serverEvent = (msg: string, address: string) => (l: LogLine) =>
-      l.msg === msg && l.address === address;
+      });
+      const names = async (ep: string, n: number) => {
+        const out: string[] = [];
+        for (let i = 0; i < n; i++) out.push((await request(run.port(ep), { send: "hi\n" })).data.trim());
+        return out;
+      };
+      const serverEvent = (msg: string, address: string) => (l: LogLine) =>
+        l.msg === msg && l.address === address;
 
-    assert.deepEqual(tally(await names("expect", 4)), { A: 2, B: 2 });
-    // send/expect mismatch: A still accepts connections, so only the health check can keep traffic off it.
-    let mark = run.mark();
-    health.A = false;
-    const down = await run.waitAfter(mark, serverEvent("server is down", a.address));
-    assert.match(String(down.reason), /expected "PONG", got "NOPE"/);
-    assert.deepEqual(tally(await names("expect", 6)), { B: 6 });
-    mark = run.mark();
-    health.A = true;
-    await run.waitAfter(mark, serverEvent("server is up", a.address));
-    assert.deepEqual(tally(await names("expect", 4)), { A: 2, B: 2 });
+      assert.deepEqual(tally(await names("expect", 4)), { A: 2, B: 2 });
+      // send/expect mismatch: A still accepts connections, so only the health check can keep traffic off it.
+      let mark = run.mark();
+      health.A = false;
+      const down = await run.waitAfter(mark, serverEvent("server is down", a.address));
+      assert.match(String(down.reason), /expected "PONG", got "NOPE"/);
+      assert.deepEqual(tally(await names("expect", 6)), { B: 6 });
+      mark = run.mark();
+      health.A = true;
+      await run.waitAfter(mark, serverEvent("server is up", a.address));
+      assert.deepEqual(tally(await names("expect", 4)), { A: 2, B: 2 });
 
-    // A stopped server: down, then up again once it listens on its port again.
-    assert.deepEqual(tally(await names("connect", 2)), { C: 1, D: 1 });
-    mark = run.mark();
-    await c.stop();
-    await run.waitAfter(mark, serverEvent("server is down", c.address));
-    const whileDown = run.mark();
-    assert.deepEqual(tally(await names("connect", 4)), { D: 4 });
-    // Out of rotation means not even tried: no dial to C, so no failover was needed either.
-    await waitUntil(
-      "4 access lines",
-      () => run.serve.lines.slice(whileDown).filter((l) => l.msg === "connection").length >= 4,
-    );
-    for (const line of run.serve.lines.slice(whileDown).filter((l) => l.msg === "connection")) {
-      assert.equal(line.server, d.address);
-    }
-    mark = run.mark();
-    await c.restart();
-    await run.waitAfter(mark, serverEvent("server is up", c.address));
-    assert.deepEqual(tally(await names("connect", 4)), { C: 2, D: 2 });
-  });
+      // A stopped server: down, then up again once it listens on its port again.
+      assert.deepEqual(tally(await names("connect", 2)), { C: 1, D: 1 });
+      mark = run.mark();
+      await c.stop();
+      await run.waitAfter(mark, serverEvent("server is down", c.address));
+      const whileDown = run.mark();
+      assert.deepEqual(tally(await names("connect", 4)), { D: 4 });
+      // Out of rotation means not even tried: no dial to C, so no failover was needed either.
+      await waitUntil(
+        "4 access lines",
+        () => run.serve.lines.slice(whileDown).filter((l) => l.msg === "connection").length >= 4,
+      );
+      for (const line of run.serve.lines.slice(whileDown).filter((l) => l.msg === "connection")) {
+        assert.equal(line.server, d.address);
+      }
+      mark = run.mark();
+      await c.restart();
+      await run.waitAfter(mark, serverEvent("server is up", c.address));
+      assert.deepEqual(tally(await names("connect", 4)), { C: 2, D: 2 });
+    },
+  );
 
-  it("reloads on SIGHUP: new connections follow the new route, an open one keeps its backend; a broken file keeps the old routes", async (t) => {
-    const oldBackend = await startBackend(t, echo("old"));
-    const newBackend = await startBackend(t, echo("new"));
-    const config = (service: string, rule = "HostSNI(`*`)") => ({
-      entryPoints: entryPoints(["app"]),
-      tcp: {
-        routers: { app: { rule, service } },
-        services: { old: lb(oldBackend.address), new: lb(newBackend.address) },
-      },
-    });
-    const run = await serve(t, "reload", config("old"));
-    const port = run.port("app");
-    const open = await connect(port);
-    assert.equal(await open.ask("1"), "old:1");
+  it(
+    "reloads on SIGHUP: new connections follow the new route, an open one keeps its backend; a broken file keeps the old routes",
+    CASE,
+    async (t) => {
+      const oldBackend = await startBackend(t, echo("old"));
+      const newBackend = await startBackend(t, echo("new"));
+      const config = (service: string, rule = "HostSNI(`*`)") => ({
+        entryPoints: entryPoints(["app"]),
+        tcp: {
+          routers: { app: { rule, service } },
+          services: { old: lb(oldBackend.address), new: lb(newBackend.address) },
+        },
+      });
+      const run = await serve(t, "reload", config("old"));
+      const port = run.port("app");
+      const open = await connect(port);
+      assert.equal(await open.ask("1"), "old:1");
 
-    let mark = run.mark();
-    writeConfig(run.file, config("new"));
-    run.serve.child.kill("SIGHUP");
-    await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
-    const fresh = await connect(port);
-    assert.equal(await fresh.ask("a"), "new:a");
-    // The connection opened before the reload keeps flowing to the old backend, in both directions.
-    assert.equal(await open.ask("2"), "old:2");
-    assert.equal(await open.ask("3"), "old:3");
+      let mark = run.mark();
+      writeConfig(run.file, config("new"));
+      run.serve.child.kill("SIGHUP");
+      await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
+      const fresh = await connect(port);
+      assert.equal(await fresh.ask("a"), "new:a");
+      // The connection opened before the reload keeps flowing to the old backend, in both directions.
+      assert.equal(await open.ask("2"), "old:2");
+      assert.equal(await open.ask("3"), "old:3");
 
-    // A broken file: the diagnostic is logged as an error, the running routes stay.
-    mark = run.mark();
-    writeConfig(run.file, config("old", "HostSNI(`broken.test`"));
-    run.serve.child.kill("SIGHUP");
-    await run.waitAfter(mark, (l) => l.level === "error" && /keeping the running configuration/.test(l.msg));
-    const diagnostics = run.serve.lines
-      .slice(mark)
-      .filter((l) => l.level === "error" && typeof l.code === "string");
-    assert.ok(diagnostics.length > 0, "the diagnostic is logged with its code");
-    assert.ok(
-      diagnostics.some((l) => String(l.at).includes("tlsroute.yml:")),
-      `the diagnostic names the file: ${JSON.stringify(diagnostics)}`,
-    );
-    assert.equal(
-      run.serve.lines.slice(mark).some((l) => l.msg === "configuration reloaded"),
-      false,
-    );
-    assert.equal(await fresh.ask("b"), "new:b");
-    const later = await request(port, { send: "c\n", end: true });
-    assert.equal(later.data, "new:c\n");
-    assert.equal(await open.ask("4"), "old:4");
-
-    open.socket.end();
-    fresh.socket.end();
-    await Promise.all([open.closed, fresh.closed]);
-    const openLine = await run.access(open.id);
-    assert.equal(openLine.service, "old");
-    assert.equal(openLine.server, oldBackend.address);
-    assert.equal(openLine.bytesIn, "1\n2\n3\n4\n".length);
-    assert.equal((await run.access(fresh.id)).service, "new");
-    assert.equal(run.serve.child.exitCode, null, "still running");
-  });
-
-  it("reloads with --watch when the file is rewritten in place or replaced by rename", async (t) => {
-    const first = await startBackend(t, echo("first"));
-    const second = await startBackend(t, echo("second"));
-    const config = (service: string) => ({
-      entryPoints: entryPoints(["app"]),
-      tcp: {
-        routers: { app: { rule: "HostSNI(`*`)", service } },
-        services: { first: lb(first.address), second: lb(second.address) },
-      },
-    });
-    const run = await serve(t, "watch", config("first"), { args: ["--watch"] });
-    const port = run.port("app");
-    assert.equal((await request(port, { send: "x", end: true })).data, "first:x");
-
-    let mark = run.mark();
-    writeConfig(run.file, config("second"));
-    const reloaded = await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
-    assert.ok(reloaded);
-    assert.ok(
-      run.serve.lines
+      // A broken file: the diagnostic is logged as an error, the running routes stay.
+      mark = run.mark();
+      writeConfig(run.file, config("old", "HostSNI(`broken.test`"));
+      run.serve.child.kill("SIGHUP");
+      await run.waitAfter(
+        mark,
+        (l) => l.level === "error" && /keeping the running configuration/.test(l.msg),
+      );
+      const diagnostics = run.serve.lines
         .slice(mark)
-        .some((l) => l.msg === "reloading configuration" && /file change/.test(String(l.trigger))),
-    );
-    assert.equal((await request(port, { send: "y", end: true })).data, "second:y");
+        .filter((l) => l.level === "error" && typeof l.code === "string");
+      assert.ok(diagnostics.length > 0, "the diagnostic is logged with its code");
+      assert.ok(
+        diagnostics.some((l) => String(l.at).includes("tlsroute.yml:")),
+        `the diagnostic names the file: ${JSON.stringify(diagnostics)}`,
+      );
+      assert.equal(
+        run.serve.lines.slice(mark).some((l) => l.msg === "configuration reloaded"),
+        false,
+      );
+      assert.equal(await fresh.ask("b"), "new:b");
+      const later = await request(port, { send: "c\n", end: true });
+      assert.equal(later.data, "new:c\n");
+      assert.equal(await open.ask("4"), "old:4");
 
-    // Editors save by writing a temporary file and renaming it over the original.
-    mark = run.mark();
-    const temp = path.join(run.dir, ".tlsroute.yml.swp");
-    writeConfig(temp, config("first"));
-    renameSync(temp, run.file);
-    await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
-    assert.equal((await request(port, { send: "z", end: true })).data, "first:z");
-  });
+      open.socket.end();
+      fresh.socket.end();
+      await Promise.all([open.closed, fresh.closed]);
+      const openLine = await run.access(open.id);
+      assert.equal(openLine.service, "old");
+      assert.equal(openLine.server, oldBackend.address);
+      assert.equal(openLine.bytesIn, "1\n2\n3\n4\n".length);
+      assert.equal((await run.access(fresh.id)).service, "new");
+      assert.equal(run.serve.child.exitCode, null, "still running");
+    },
+  );
+
+  it(
+    "reloads with --watch when a file is rewritten in place, replaced by rename, or added to the directory",
+    CASE,
+    async (t) => {
+      const first = await startBackend(t, echo("first"));
+      const second = await startBackend(t, echo("second"));
+      const config = (service: string) => ({
+        entryPoints: entryPoints(["app"]),
+        tcp: {
+          routers: { app: { rule: "HostSNI(`*`)", service } },
+          services: { first: lb(first.address), second: lb(second.address) },
+        },
+      });
+      const run = await serve(t, "watch", config("first"), { args: ["--watch"], configDirectory: true });
+      const port = run.port("app");
+      assert.equal((await request(port, { send: "x", end: true })).data, "first:x");
+
+      let mark = run.mark();
+      writeConfig(run.file, config("second"));
+      await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
+      assert.ok(
+        run.serve.lines
+          .slice(mark)
+          .some((l) => l.msg === "reloading configuration" && /file change/.test(String(l.trigger))),
+      );
+      assert.equal((await request(port, { send: "y", end: true })).data, "second:y");
+
+      // Editors save by writing a temporary file and renaming it over the original.
+      mark = run.mark();
+      const temp = path.join(run.dir, ".tlsroute.yml.swp");
+      writeConfig(temp, config("first"));
+      renameSync(temp, run.file);
+      await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
+      assert.equal((await request(port, { send: "z", end: true })).data, "first:z");
+
+      // A new file in the configuration directory: its router outranks the catch-all.
+      mark = run.mark();
+      writeConfig(path.join(run.dir, "extra.yml"), {
+        tcp: { routers: { preferred: { rule: "HostSNI(`*`)", priority: 100, service: "second" } } },
+      });
+      await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
+      const extra = await request(port, { send: "w", end: true });
+      assert.equal(extra.data, "second:w");
+      assert.equal((await run.access(extra.id)).router, "preferred");
+    },
+  );
 
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    it(`${signal}: stops accepting, lets an open connection finish, then exits 0`, async (t) => {
+    it(`${signal}: stops accepting, lets an open connection finish, then exits 0`, CASE, async (t) => {
       const backend = await startBackend(t, echo("drain"));
       const run = await serve(t, `drain-${signal}`, {
         entryPoints: entryPoints(["app"], { transport: { lifeCycle: { graceTimeOut: "10s" } } }),
@@ -1045,36 +1102,40 @@ describe("serve operations", { concurrency: true }, () => {
       assert.equal(stopped?.forcedConnections, 0);
     });
 
-    it(`${signal}: closes a connection still open after lifeCycle.graceTimeOut and exits 0`, async (t) => {
-      const backend = await startBackend(t, echo("stuck"));
-      const run = await serve(t, `grace-${signal}`, {
-        entryPoints: entryPoints(["app"], { transport: { lifeCycle: { graceTimeOut: "1s" } } }),
-        tcp: {
-          routers: { app: { rule: "HostSNI(`*`)", service: "b" } },
-          services: { b: lb(backend.address) },
-        },
-      });
-      const open = await connect(run.port("app"));
-      assert.equal(await open.ask("hi"), "stuck:hi");
-      const exited = new Promise<number | null>((resolve) =>
-        run.serve.child.once("exit", (code) => resolve(code)),
-      );
-      const signalled = Date.now();
-      run.serve.child.kill(signal);
-      await open.closed;
-      const heldFor = Date.now() - signalled;
-      assert.ok(heldFor >= 800 && heldFor < 5_000, `closed ${heldFor}ms after ${signal} (grace 1s)`);
-      assert.equal(await exited, 0);
-      const stopped = run.serve.lines.find((l) => l.msg === "stopped");
-      assert.equal(stopped?.forcedConnections, 1);
-      assert.ok(
-        run.serve.accessLines().some((l) => l.client === open.id),
-        "the forced connection still gets its access line",
-      );
-    });
+    it(
+      `${signal}: closes a connection still open after lifeCycle.graceTimeOut and exits 0`,
+      CASE,
+      async (t) => {
+        const backend = await startBackend(t, echo("stuck"));
+        const run = await serve(t, `grace-${signal}`, {
+          entryPoints: entryPoints(["app"], { transport: { lifeCycle: { graceTimeOut: "1s" } } }),
+          tcp: {
+            routers: { app: { rule: "HostSNI(`*`)", service: "b" } },
+            services: { b: lb(backend.address) },
+          },
+        });
+        const open = await connect(run.port("app"));
+        assert.equal(await open.ask("hi"), "stuck:hi");
+        const exited = new Promise<number | null>((resolve) =>
+          run.serve.child.once("exit", (code) => resolve(code)),
+        );
+        const signalled = Date.now();
+        run.serve.child.kill(signal);
+        await open.closed;
+        const heldFor = Date.now() - signalled;
+        assert.ok(heldFor >= 800 && heldFor < 5_000, `closed ${heldFor}ms after ${signal} (grace 1s)`);
+        assert.equal(await exited, 0);
+        const stopped = run.serve.lines.find((l) => l.msg === "stopped");
+        assert.equal(stopped?.forcedConnections, 1);
+        assert.ok(
+          run.serve.accessLines().some((l) => l.client === open.id),
+          "the forced connection still gets its access line",
+        );
+      },
+    );
   }
 
-  it("uses the grace period of the configuration running at shutdown, after a reload", async (t) => {
+  it("uses the grace period of the configuration running at shutdown, after a reload", CASE, async (t) => {
     const backend = await startBackend(t, echo("reloaded"));
     const config = (grace: string) => ({
       entryPoints: entryPoints(["app"], { transport: { lifeCycle: { graceTimeOut: grace } } }),
@@ -1100,133 +1161,141 @@ describe("serve operations", { concurrency: true }, () => {
     assert.equal(await exited, 0);
   });
 
-  it("startup errors: invalid configuration exits 1, unknown --entrypoint 2, address in use 2, no configuration 2", async (t) => {
-    const dir = tempDir("startup");
-    const good = {
-      entryPoints: entryPoints(["app", "second"]),
-      tcp: {
-        routers: { app: { rule: "HostSNI(`*`)", service: "w" } },
-        services: { w: lb("whoami@internal") },
-      },
-    };
-    const goodFile = path.join(dir, "good.yml");
-    writeConfig(goodFile, good);
-    const badFile = path.join(dir, "bad.yml");
-    writeConfig(badFile, {
-      ...good,
-      tcp: { ...good.tcp, routers: { app: { rule: "HostSNI(`a.test`) &&", service: "w" } } },
-    });
-    const busy = net.createServer();
-    const busyPort = await new Promise<number>((resolve) =>
-      busy.listen(0, HOST, () => resolve((busy.address() as net.AddressInfo).port)),
-    );
-    t.after(() => busy.close());
-    const emptyDir = tempDir("no-config");
-
-    const [invalid, unknown, inUse, noConfig] = await Promise.all([
-      serveToExit(["--log-format", "json", "-c", badFile]),
-      serveToExit(["--log-format", "json", "-c", goodFile, "--entrypoint", "unknown=127.0.0.1:0"]),
-      // The first entry point binds, the second cannot: the process must still exit.
-      serveToExit([
-        "--log-format",
-        "json",
-        "-c",
-        goodFile,
-        "--entrypoint",
-        `app=${HOST}:0`,
-        "--entrypoint",
-        `second=${HOST}:${busyPort}`,
-      ]),
-      serveToExit(["--log-format", "json"], { cwd: emptyDir }),
-    ]);
-
-    assert.equal(invalid.code, 1, invalid.stderr);
-    const invalidLines = jsonLines(invalid.stdout);
-    assert.ok(!invalidLines.some((l) => l.msg === "listening"), "nothing listens");
-    const diagnostic = invalidLines.find((l) => l.level === "error" && typeof l.code === "string");
-    assert.ok(diagnostic, invalid.stdout);
-    assert.match(String(diagnostic.at), /bad\.yml:\d+:\d+/);
-    assert.doesNotMatch(invalid.stderr + invalid.stdout, /\n\s+at /);
-
-    assert.equal(unknown.code, 2, unknown.stderr);
-    assert.match(unknown.stderr, /unknown/);
-    assert.match(unknown.stderr, /app, second/);
-    assert.ok(!unknown.stdout.includes('"listening"'));
-
-    assert.equal(inUse.code, 2, `${inUse.stdout}\n${inUse.stderr}`);
-    const inUseText = inUse.stdout + inUse.stderr;
-    assert.match(inUseText, /second/);
-    assert.match(inUseText, new RegExp(`${busyPort}`));
-    assert.match(inUseText, /already in use/);
-    assert.doesNotMatch(inUseText, /internal error|\n\s+at /);
-
-    assert.equal(noConfig.code, 2, noConfig.stderr);
-    assert.match(noConfig.stderr, /tlsroute\.yml/);
-    assert.match(noConfig.stderr, /hint:/);
-  });
-
-  it("survives resets, bad bytes and 200 concurrent connections, with one access line per connection", async (t) => {
-    const backend = await startBackend(t, echo("ok"));
-    const resetter = await startBackend(t, (socket) => {
-      socket.once("data", () => socket.resetAndDestroy());
-    });
-    const run = await serve(t, "robust", {
-      entryPoints: entryPoints(["app", "reset"]),
-      tcp: {
-        routers: {
-          plain: { entryPoints: ["app"], rule: "HostSNI(`*`)", service: "ok" },
-          site: { entryPoints: ["app"], rule: "HostSNI(`site.test`)", service: "ok", tls: {} },
-          reset: { entryPoints: ["reset"], rule: "HostSNI(`*`)", service: "resetter" },
+  it(
+    "startup errors: invalid configuration exits 1, unknown --entrypoint 2, address in use 2, no configuration 2",
+    CASE,
+    async (t) => {
+      const dir = tempDir("startup");
+      const good = {
+        entryPoints: entryPoints(["app", "second"]),
+        tcp: {
+          routers: { app: { rule: "HostSNI(`*`)", service: "w" } },
+          services: { w: lb("whoami@internal") },
         },
-        services: { ok: lb(backend.address), resetter: lb(resetter.address) },
-      },
-    });
-    const port = run.port("app");
-    const ids: string[] = [];
+      };
+      const goodFile = path.join(dir, "good.yml");
+      writeConfig(goodFile, good);
+      const badFile = path.join(dir, "bad.yml");
+      writeConfig(badFile, {
+        ...good,
+        tcp: { ...good.tcp, routers: { app: { rule: "HostSNI(`a.test`) &&", service: "w" } } },
+      });
+      const busy = net.createServer();
+      const busyPort = await new Promise<number>((resolve) =>
+        busy.listen(0, HOST, () => resolve((busy.address() as net.AddressInfo).port)),
+      );
+      t.after(() => busy.close());
+      const emptyDir = tempDir("no-config");
 
-    // A client that resets in the middle of the stream.
-    const rude = await connect(port);
-    assert.equal(await rude.ask("x"), "ok:x");
-    rude.socket.resetAndDestroy();
-    ids.push(rude.id);
+      const [invalid, unknown, inUse, noConfig] = await Promise.all([
+        serveToExit(["--log-format", "json", "-c", badFile]),
+        serveToExit(["--log-format", "json", "-c", goodFile, "--entrypoint", "unknown=127.0.0.1:0"]),
+        // The first entry point binds, the second cannot: the process must still exit.
+        serveToExit([
+          "--log-format",
+          "json",
+          "-c",
+          goodFile,
+          "--entrypoint",
+          `app=${HOST}:0`,
+          "--entrypoint",
+          `second=${HOST}:${busyPort}`,
+        ]),
+        serveToExit(["--log-format", "json"], { cwd: emptyDir }),
+      ]);
 
-    // A backend that resets.
-    const reset = await request(run.port("reset"), { send: "boom\n" });
-    assert.equal(reset.data, "");
-    const resetLine = await run.access(reset.id);
-    assert.equal(resetLine.server, resetter.address);
+      assert.equal(invalid.code, 1, invalid.stderr);
+      const invalidLines = jsonLines(invalid.stdout);
+      assert.ok(!invalidLines.some((l) => l.msg === "listening"), "nothing listens");
+      const diagnostic = invalidLines.find((l) => l.level === "error" && typeof l.code === "string");
+      assert.ok(diagnostic, invalid.stdout);
+      assert.match(String(diagnostic.at), /bad\.yml:\d+:\d+/);
+      assert.doesNotMatch(invalid.stderr + invalid.stdout, /\n\s+at /);
 
-    // Bytes that start like TLS and are not.
-    const garbage = await request(port, { send: "\x16\x03\x01\x00\x05\x00\x00\x00\x00\x00" });
-    assert.equal((await run.access(garbage.id)).reason, "bad_clienthello");
-    ids.push(garbage.id);
+      assert.equal(unknown.code, 2, unknown.stderr);
+      assert.match(unknown.stderr, /unknown/);
+      assert.match(unknown.stderr, /app, second/);
+      assert.ok(!unknown.stdout.includes('"listening"'));
 
-    const results = await Promise.all(
-      Array.from({ length: 200 }, async (_, i) => {
-        const client = await connect(port);
-        const answer = await client.ask(`n${i}`);
-        client.socket.end();
-        await client.closed;
-        return { id: client.id, answer, i };
-      }),
-    );
-    for (const r of results) {
-      assert.equal(r.answer, `ok:n${r.i}`);
-      ids.push(r.id);
-    }
-    await waitUntil("an access line for every connection", () => {
-      const seen = new Set(run.serve.accessLines().map((l) => l.client));
-      return ids.every((id) => seen.has(id));
-    });
-    await sleep(200);
-    const counts = tally(run.serve.accessLines().map((l) => String(l.client)));
-    for (const id of ids) assert.equal(counts[id], 1, `one access line for ${id}`);
-    const closedLines = run.serve.accessLines().filter((l) => results.some((r) => r.id === l.client));
-    assert.ok(closedLines.every((l) => l.reason === "closed"));
+      assert.equal(inUse.code, 2, `${inUse.stdout}\n${inUse.stderr}`);
+      const inUseText = inUse.stdout + inUse.stderr;
+      assert.match(inUseText, /second/);
+      assert.match(inUseText, new RegExp(`${busyPort}`));
+      assert.match(inUseText, /already in use/);
+      assert.doesNotMatch(inUseText, /internal error|\n\s+at /);
 
-    // Still up and routing.
-    assert.equal(run.serve.child.exitCode, null);
-    assert.equal((await request(port, { send: "after\n", end: true })).data, "ok:after\n");
-    assert.ok(!run.serve.lines.some((l) => l.msg === "connection failed unexpectedly"));
-  });
+      assert.equal(noConfig.code, 2, noConfig.stderr);
+      assert.match(noConfig.stderr, /tlsroute\.yml/);
+      assert.match(noConfig.stderr, /hint:/);
+    },
+  );
+
+  it(
+    "survives resets, bad bytes and 200 concurrent connections, with one access line per connection",
+    CASE,
+    async (t) => {
+      const backend = await startBackend(t, echo("ok"));
+      const resetter = await startBackend(t, (socket) => {
+        socket.once("data", () => socket.resetAndDestroy());
+      });
+      const run = await serve(t, "robust", {
+        entryPoints: entryPoints(["app", "reset"]),
+        tcp: {
+          routers: {
+            plain: { entryPoints: ["app"], rule: "HostSNI(`*`)", service: "ok" },
+            site: { entryPoints: ["app"], rule: "HostSNI(`site.test`)", service: "ok", tls: {} },
+            reset: { entryPoints: ["reset"], rule: "HostSNI(`*`)", service: "resetter" },
+          },
+          services: { ok: lb(backend.address), resetter: lb(resetter.address) },
+        },
+      });
+      const port = run.port("app");
+      const ids: string[] = [];
+
+      // A client that resets in the middle of the stream.
+      const rude = await connect(port);
+      assert.equal(await rude.ask("x"), "ok:x");
+      rude.socket.resetAndDestroy();
+      ids.push(rude.id);
+
+      // A backend that resets.
+      const reset = await request(run.port("reset"), { send: "boom\n" });
+      assert.equal(reset.data, "");
+      const resetLine = await run.access(reset.id);
+      assert.equal(resetLine.server, resetter.address);
+
+      // Bytes that start like TLS and are not.
+      const garbage = await request(port, { send: "\x16\x03\x01\x00\x05\x00\x00\x00\x00\x00" });
+      assert.equal((await run.access(garbage.id)).reason, "bad_clienthello");
+      ids.push(garbage.id);
+
+      const results = await Promise.all(
+        Array.from({ length: 200 }, async (_, i) => {
+          const client = await connect(port);
+          const answer = await client.ask(`n${i}`);
+          client.socket.end();
+          await client.closed;
+          return { id: client.id, answer, i };
+        }),
+      );
+      for (const r of results) {
+        assert.equal(r.answer, `ok:n${r.i}`);
+        ids.push(r.id);
+      }
+      await waitUntil("an access line for every connection", () => {
+        const seen = new Set(run.serve.accessLines().map((l) => l.client));
+        return ids.every((id) => seen.has(id));
+      });
+      await sleep(200);
+      const counts = tally(run.serve.accessLines().map((l) => String(l.client)));
+      for (const id of ids) assert.equal(counts[id], 1, `one access line for ${id}`);
+      const closedLines = run.serve.accessLines().filter((l) => results.some((r) => r.id === l.client));
+      assert.ok(closedLines.every((l) => l.reason === "closed"));
+
+      // Still up and routing.
+      assert.equal(run.serve.child.exitCode, null);
+      assert.equal((await request(port, { send: "after\n", end: true })).data, "ok:after\n");
+      assert.ok(!run.serve.lines.some((l) => l.msg === "connection failed unexpectedly"));
+    },
+  );
 });

@@ -278,6 +278,7 @@ const REASONS = new Set([
   "backend_unreachable",
   "backend_refused_ssl",
   "timeout",
+  "tls_handshake_failed",
   "closed",
 ]);
 
@@ -356,6 +357,7 @@ function mainConfig(certs: Record<string, IssuedCert>, defaultCert: IssuedCert):
         "mtls-none": whoamiTls("HostSNI(`*.nocert.test`)", "nocert"),
         "alpn-h2": whoamiTls("HostSNI(`*.alpn.test`) && ALPN(`h2`)"),
         "alpn-other": whoamiTls("HostSNI(`*.alpn.test`)"),
+        "h2-only": whoamiTls("HostSNI(`*.h2only.test`)", "h2only"),
         strict: whoamiTls("HostSNI(`strict.test`) || HostSNI(`*.strict.test`)", "strict"),
         tickets: whoamiTls("HostSNI(`*.tickets.test`)"),
         notickets: whoamiTls("HostSNI(`*.notickets.test`)", "notickets"),
@@ -378,6 +380,7 @@ function mainConfig(certs: Record<string, IssuedCert>, defaultCert: IssuedCert):
         nocert: auth("NoClientCert", false),
         strict: { sniStrict: true },
         notickets: { disableSessionTickets: true },
+        h2only: { alpnProtocols: ["h2"] },
       },
       stores: {
         default: { defaultCertificate: { certFile: defaultCert.chainFile, keyFile: defaultCert.keyFile } },
@@ -510,7 +513,9 @@ describe("serve: TLS end to end", () => {
       const line = await accessFor(w.main, bySni("old.tls13.test"));
       assert.equal(line.router, "tls13");
       assert.equal(line.tlsVersion, null);
-      assert.notEqual(line.server, "whoami@internal");
+      assert.equal(line.server, null, "nothing was dialed for a failed handshake");
+      assert.equal(line.reason, "tls_handshake_failed");
+      assert.match(String(line.detail), /TLS handshake/);
     });
 
     it("a TLS 1.3-only router accepts TLS 1.3", async () => {
@@ -641,6 +646,18 @@ describe("serve: TLS end to end", () => {
       assert.equal(line.reason, "alpn_mismatch");
       assert.deepEqual(line.alpn, ["imap"]);
       assert.equal(line.server, null);
+    });
+
+    it("ALPN: an h2-only server lets an http/1.1 client in without ALPN, as Go does", async () => {
+      const [http1, imap] = await Promise.all([
+        probe(w.mainPort, { servername: "web.h2only.test", alpn: ["http/1.1"] }),
+        probe(w.mainPort, { servername: "mail.h2only.test", alpn: ["imap"] }),
+      ]);
+      assert.equal(http1.alpn, false, "no protocol negotiated");
+      assert.equal(whoami(http1).router, "h2-only");
+      assert.equal(imap.secure, false);
+      assert.match(String(imap.error), /no application protocol|NO_APPLICATION_PROTOCOL/i);
+      assert.equal((await accessFor(w.main, bySni("mail.h2only.test"))).reason, "alpn_mismatch");
     });
 
     // ----- refusals with unrecognized_name -----

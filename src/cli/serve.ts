@@ -1,13 +1,14 @@
-import { watch } from "node:fs";
-import { dirname } from "node:path";
+import { statSync, watch } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { defineCommand } from "citty";
 import { parseListenAddress } from "../config/normalize.ts";
+import { formatFromPath } from "../config/parse.ts";
 import type { Diagnostic } from "../diagnostics.ts";
 import { createLogger, type LogFormat, type Logger, type LogLevel } from "../proxy/log.ts";
-import { ProxyServer } from "../proxy/server.ts";
+import { ListenError, ProxyServer } from "../proxy/server.ts";
 import { generateDefaultCertificate } from "../tls/generated.ts";
 import { openWorkspace, type Workspace } from "../workspace.ts";
-import { displayPos, EXIT_FINDINGS, lastString, listFlag, UsageError } from "./common.ts";
+import { displayPos, EXIT_FINDINGS, EXIT_USAGE, lastString, listFlag, UsageError } from "./common.ts";
 
 export const serveCommand = defineCommand({
   meta: { name: "serve", description: "Run the router: listen on the entry points and route connections" },
@@ -45,11 +46,26 @@ export const serveCommand = defineCommand({
     }
     const generated = await generateDefaultCertificate();
     const server = new ProxyServer(workspace, generated, log);
-    await server.start();
 
+    // Signal handlers go in before the first listener: a signal sent as soon as the "listening" line
+    // appears must not meet the default disposition, which kills the process (SIGHUP included).
+    let started = false;
+    let stopping = false;
+    let reloadWhenStarted: string | null = null;
     let reloading = Promise.resolve();
+    /** The files of the running configuration, for --watch. */
+    let watched: readonly string[] = workspace.files;
     const reload = (why: string) => {
+      if (stopping) {
+        log.warn("shutting down; reload ignored", { trigger: why });
+        return;
+      }
+      if (!started) {
+        reloadWhenStarted = why;
+        return;
+      }
       reloading = reloading.then(async () => {
+        if (stopping) return;
         log.info("reloading configuration", { trigger: why });
         let next: Workspace;
         try {
@@ -67,6 +83,7 @@ export const serveCommand = defineCommand({
         }
         try {
           await server.reload(next);
+          watched = next.files;
           log.info("configuration reloaded", { routers: next.model.routers.size });
         } catch (err) {
           log.error("reload failed; keeping the running configuration", {
@@ -76,17 +93,18 @@ export const serveCommand = defineCommand({
       });
     };
     process.on("SIGHUP", () => reload("SIGHUP"));
-    if (args.watch) watchFiles(workspace.files, reload, log);
 
-    const graceMs = Math.max(...[...workspace.model.entryPoints.values()].map((ep) => ep.graceTimeoutMs), 0);
-    await new Promise<void>((resolve) => {
-      let stopping = false;
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         if (stopping) {
           log.warn("second signal: exiting now", { signal });
           process.exit(1);
         }
         stopping = true;
+        // Refuse new connections before saying so: whoever reads the line may test it at once.
+        server.stopAccepting();
+        // The grace period of the configuration running now, which a reload may have changed.
+        const graceMs = server.graceMs;
         log.info("shutting down", { signal, openConnections: server.openConnections, graceMs });
         server.shutdown(graceMs).then(({ forced }) => {
           log.info("stopped", { forcedConnections: forced });
@@ -96,6 +114,21 @@ export const serveCommand = defineCommand({
       process.on("SIGTERM", () => stop("SIGTERM"));
       process.on("SIGINT", () => stop("SIGINT"));
     });
+
+    try {
+      await server.start();
+    } catch (err) {
+      // Entry points bound before the failure must not keep the process alive.
+      await server.shutdown(0);
+      if (!(err instanceof ListenError)) throw err;
+      log.error(err.message, { hint: err.hint });
+      return EXIT_USAGE;
+    }
+    started = true;
+    if (reloadWhenStarted !== null && !stopping) reload(reloadWhenStarted);
+    if (args.watch) watchFiles(paths, () => watched, reload, log);
+
+    await stopped;
     return 0;
   },
 });
@@ -151,14 +184,30 @@ function reportDiagnostics(diagnostics: Diagnostic[], log: Logger): boolean {
   return ok;
 }
 
-function watchFiles(files: string[], reload: (why: string) => void, log: Logger): void {
+/**
+ * Reloads when a configuration file changes. Directories are watched rather than files, because
+ * editors save by writing a new file and renaming it over the old one; a short pause merges the
+ * bursts of events one save makes. A file added to a directory named on the command line counts
+ * too (a directory loads every configuration file in it).
+ */
+function watchFiles(
+  paths: readonly string[],
+  files: () => readonly string[],
+  reload: (why: string) => void,
+  log: Logger,
+): void {
   let timer: NodeJS.Timeout | null = null;
-  // Editors save by rename; watching the directories catches that, and a short pause merges bursts of events.
-  const directories = new Set(files.map((f) => dirname(f)));
+  const configuredDirs = new Set(paths.map((p) => resolve(p)).filter(isDirectory));
+  const directories = new Set([...files().map((f) => dirname(f)), ...configuredDirs]);
   for (const dir of directories) {
     try {
       watch(dir, { persistent: false }, (_event, name) => {
-        if (name && !files.some((f) => f.endsWith(`/${name}`) || f.endsWith(`\\${name}`))) return;
+        if (name) {
+          const changed = join(dir, name);
+          const known = files().includes(changed);
+          const added = configuredDirs.has(dir) && !name.startsWith(".") && formatFromPath(name) !== null;
+          if (!known && !added) return;
+        }
         if (timer) clearTimeout(timer);
         timer = setTimeout(() => reload(`file change${name ? `: ${name}` : ""}`), 200);
       });
@@ -168,5 +217,13 @@ function watchFiles(files: string[], reload: (why: string) => void, log: Logger)
         error: err instanceof Error ? err.message : String(err),
       });
     }
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }

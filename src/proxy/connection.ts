@@ -20,6 +20,7 @@ import {
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
 import { dialServer } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
+import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
 import { relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -256,6 +257,8 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
     if (result.kind === "pg-cancel") postgresPath.push("cancel");
     if (postgresPath.length > 0) record.postgres = postgresPath.join("+");
     const decision = decide(snapshot.context, baseFacts);
+    if (result.kind === "pg-cancel" && (await forwardCancel(socket, bytes, decision.matched, record, finish)))
+      return;
     if (!decision.matched && result.kind === "pg-startup") {
       socket.end(
         encodeErrorResponse({
@@ -355,7 +358,7 @@ async function serveRoute(
     if (!outcome.ok) {
       socket.destroy();
       finish(
-        outcome.reason === "handshake_failed" ? "closed" : outcome.reason,
+        outcome.reason === "handshake_failed" ? "tls_handshake_failed" : outcome.reason,
         `TLS handshake: ${outcome.message.trim()}`,
       );
       return;
@@ -412,6 +415,12 @@ async function serveRoute(
   }
   backend.on("error", () => backend?.destroy());
 
+  // Learn the session's cancel key where the backend's stream is readable: TLS terminated here, or plaintext.
+  const speaksPostgres =
+    facts.postgres || facts.alpn.includes("postgresql") || record.postgres === "plaintext";
+  if (speaksPostgres && decision.mode !== "passthrough" && dialedTarget)
+    cancelRegistry.watch(backend, dialedTarget);
+
   if (facts.postgres && decision.mode === "passthrough") {
     // The client already got our "S"; the backend must agree to TLS before it sees the client's hello.
     const answer = await askBackendForTls(backend);
@@ -461,4 +470,43 @@ function askBackendForTls(backend: Socket | TLSSocket): Promise<string | null> {
     backend.once("close", onClose);
     backend.write(SSL_REQUEST);
   });
+}
+
+/**
+ * A PostgreSQL CancelRequest: plaintext, no SNI, only a process id and secret key. When we know which
+ * server owns that session, the cancel goes there; true when it was handled here. An unknown key goes
+ * to a plain TCP router if one takes the connection, else it is dropped and logged.
+ */
+async function forwardCancel(
+  socket: Socket,
+  bytes: Buffer,
+  plainRouteExists: boolean,
+  record: AccessRecord,
+  finish: (reason: AccessReason, detail?: string) => void,
+): Promise<boolean> {
+  const request = classifyPostgresStart(bytes);
+  if (request.kind !== "cancel-request") return false;
+  const data = { processId: request.processId, secretKey: request.secretKey };
+  const owner = cancelRegistry.owner(data);
+  if (!owner) {
+    if (plainRouteExists) return false;
+    socket.destroy();
+    finish(
+      "no_route",
+      `cancel request for process ${request.processId}: no session with that key went through this proxy`,
+    );
+    return true;
+  }
+  record.server = owner.address;
+  record.service = owner.service;
+  const proxy = {
+    src: socket.remoteAddress ? { ip: socket.remoteAddress, port: socket.remotePort ?? 0 } : null,
+    dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
+  };
+  const error = await sendCancel(owner, data, proxy);
+  record.bytesIn = request.consumed;
+  socket.destroy();
+  if (error) finish("backend_unreachable", `cancel request for process ${request.processId}: ${error}`);
+  else finish("closed", `cancel request for process ${request.processId} forwarded`);
+  return true;
 }

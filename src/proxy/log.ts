@@ -23,7 +23,9 @@ export type AccessReason =
   | "too_many_connections"
   | "backend_unreachable"
   | "backend_refused_ssl"
-  | "timeout";
+  | "timeout"
+  /** Added to DESIGN.md's set: the client's TLS handshake failed (version, cipher, certificate errors). */
+  | "tls_handshake_failed";
 
 export interface AccessRecord {
   entryPoint: string;

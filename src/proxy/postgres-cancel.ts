@@ -45,6 +45,9 @@ export class CancelRegistry {
   }
 }
 
+/** The one registry of this process: sessions outlive configuration reloads, so it is not per snapshot. */
+export const cancelRegistry = new CancelRegistry();
+
 /**
  * Sends a CancelRequest to the server that owns the session (with the transport's PROXY header, as its
  * other connections get) and closes; resolves with an error message, or null when it was delivered.

@@ -24,6 +24,8 @@ export class ProxyServer {
   private health: HealthChecker;
   private readonly listeners = new Map<string, Listener>();
   private readonly active = new Set<Socket>();
+  /** Listeners closed by stopAccepting() whose 'close' (after their last connection) is still due. */
+  private readonly closingListeners = new Set<Server>();
   private closing = false;
 
   constructor(
@@ -46,7 +48,11 @@ export class ProxyServer {
 
   /** Binds every entry point; resolves with the addresses actually bound. */
   async start(): Promise<void> {
-    for (const ep of this.snapshot.workspace.model.entryPoints.values()) await this.listen(ep);
+    for (const ep of this.snapshot.workspace.model.entryPoints.values()) {
+      // A shutdown that began during start (a signal) must not be followed by more listeners.
+      if (this.closing) return;
+      await this.listen(ep);
+    }
   }
 
   private listen(entryPoint: EntryPoint): Promise<void> {
@@ -55,14 +61,13 @@ export class ProxyServer {
     );
     const listener: Listener = { entryPoint, server, configured: `${entryPoint.host}:${entryPoint.port}` };
     return new Promise((resolve, reject) => {
-      server.once("error", (err: NodeJS.ErrnoException) => {
-        reject(
-          new Error(
-            `entry point "${entryPoint.name}" cannot listen on ${entryPoint.address.value}: ${err.code ?? err.message}`,
-          ),
-        );
-      });
+      server.once("error", (err: NodeJS.ErrnoException) => reject(listenError(entryPoint, err)));
       server.listen({ host: entryPoint.host || undefined, port: entryPoint.port }, () => {
+        if (this.closing) {
+          server.close();
+          resolve();
+          return;
+        }
         server.removeAllListeners("error");
         server.on("error", (err) =>
           this.log.error("listener error", { entryPoint: entryPoint.name, error: err.message }),
@@ -103,6 +108,7 @@ export class ProxyServer {
 
   /** Applies a new, already validated configuration to new connections. */
   async reload(workspace: Workspace): Promise<void> {
+    if (this.closing) throw new Error("shutting down");
     const next = buildSnapshot(workspace, this.generated);
     const entryPoints = workspace.model.entryPoints;
     // Bind new or moved entry points first, so a failure leaves the running configuration untouched.
@@ -113,13 +119,34 @@ export class ProxyServer {
     const replaced = toBind
       .map((ep) => this.listeners.get(ep.name))
       .filter((l): l is Listener => l !== undefined);
+    // close() releases the address at once; its callback would wait for the listener's open
+    // connections, which keep running on the old configuration, so it is not awaited.
     for (const l of replaced) {
-      await new Promise<void>((resolve) => l.server.close(() => resolve()));
+      l.server.close();
       this.listeners.delete(l.entryPoint.name);
     }
-    for (const ep of toBind) {
-      if (this.listeners.has(ep.name)) continue;
-      await this.listen(ep);
+    const bound: Listener[] = [];
+    try {
+      for (const ep of toBind) {
+        await this.listen(ep);
+        const listener = this.listeners.get(ep.name);
+        if (listener) bound.push(listener);
+      }
+    } catch (err) {
+      // Back to the running configuration: drop what this reload bound, reopen what it closed.
+      for (const l of bound) {
+        l.server.close();
+        this.listeners.delete(l.entryPoint.name);
+      }
+      for (const l of replaced) {
+        await this.listen(l.entryPoint).catch((again: unknown) =>
+          this.log.error("cannot listen again on the previous address", {
+            entryPoint: l.entryPoint.name,
+            error: again instanceof Error ? again.message : String(again),
+          }),
+        );
+      }
+      throw err;
     }
     for (const [name, l] of this.listeners) {
       if (!entryPoints.has(name)) {
@@ -135,12 +162,11 @@ export class ProxyServer {
 
   /** Stops accepting, lets open connections finish for up to `graceMs`, then closes the rest. */
   async shutdown(graceMs: number): Promise<{ forced: number }> {
-    this.closing = true;
-    this.health.stop();
-    await Promise.all(
-      [...this.listeners.values()].map(
-        (l) => new Promise<void>((resolve) => l.server.close(() => resolve())),
-      ),
+    this.stopAccepting();
+    // The close callbacks come only after each listener's last connection has closed, so they are
+    // awaited after the grace period, not before (that would ignore the bound).
+    const closed = [...this.closingListeners].map(
+      (server) => new Promise<void>((resolve) => server.once("close", () => resolve())),
     );
     const deadline = Date.now() + graceMs;
     while (this.active.size > 0 && Date.now() < deadline) {
@@ -148,10 +174,67 @@ export class ProxyServer {
     }
     const forced = this.active.size;
     for (const socket of this.active) socket.destroy();
+    await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, 1_000).unref())]);
     return { forced };
+  }
+
+  /**
+   * Closes every listener: from the moment this returns, new connections are refused (the
+   * listening sockets are closed synchronously). Open connections are not touched. Idempotent.
+   */
+  stopAccepting(): void {
+    this.closing = true;
+    this.health.stop();
+    for (const l of this.listeners.values()) {
+      l.server.close();
+      this.closingListeners.add(l.server);
+      l.server.once("close", () => this.closingListeners.delete(l.server));
+    }
+    this.listeners.clear();
+  }
+
+  /** The longest `lifeCycle.graceTimeOut` of the running configuration's entry points. */
+  get graceMs(): number {
+    const entryPoints = [...this.snapshot.workspace.model.entryPoints.values()];
+    return Math.max(0, ...entryPoints.map((ep) => ep.graceTimeoutMs));
   }
 
   get openConnections(): number {
     return this.active.size;
+  }
+}
+
+/** A listener that could not bind: the process cannot run as configured (exit 2), not an internal error. */
+export class ListenError extends Error {
+  constructor(
+    message: string,
+    readonly hint: string,
+  ) {
+    super(message);
+    this.name = "ListenError";
+  }
+}
+
+function listenError(entryPoint: EntryPoint, err: NodeJS.ErrnoException): ListenError {
+  const where = `entry point "${entryPoint.name}" cannot listen on ${entryPoint.address.value}`;
+  const change = `Free the address or give the entry point another one (--entrypoint ${entryPoint.name}=ADDRESS).`;
+  switch (err.code) {
+    case "EADDRINUSE":
+      return new ListenError(
+        `${where}: the address is already in use`,
+        `Another process (or another entry point) listens there. ${change}`,
+      );
+    case "EACCES":
+      return new ListenError(
+        `${where}: permission denied`,
+        `Ports below 1024 need privileges (root or CAP_NET_BIND_SERVICE). ${change}`,
+      );
+    case "EADDRNOTAVAIL":
+      return new ListenError(
+        `${where}: the address does not belong to this machine`,
+        `Use an address of one of this machine's interfaces, or ":PORT" for all of them. ${change}`,
+      );
+    default:
+      return new ListenError(`${where}: ${err.code ?? err.message}`, change);
   }
 }

@@ -21,8 +21,6 @@ export interface Snapshot {
   readonly generated: ServingCertificate & { subject: string };
   /** inFlightConn counters: one map per (middleware, router, entry point), as Traefik builds them. */
   readonly inFlight: Map<string, Map<string, number>>;
-  /** Cancel keys learned from backends on terminated PostgreSQL sessions: "pid:key-hex" → server address. */
-  readonly postgresSessions: Map<string, string>;
 }
 
 export function buildSnapshot(workspace: Workspace, generated: GeneratedCertificate): Snapshot {
@@ -54,7 +52,6 @@ export function buildSnapshot(workspace: Workspace, generated: GeneratedCertific
       subject: generated.subject,
     },
     inFlight: new Map(),
-    postgresSessions: new Map(),
   };
 }
 

@@ -26,10 +26,20 @@ interface Pending {
   finish: (outcome: HandshakeOutcome) => void;
 }
 
+/**
+ * The raw socket a server-side TLSSocket wraps. Node (and runtimes that reuse its tls code) keep it as
+ * `_parent`; it is the one link that survives the socket's closing, when remoteAddress reads undefined.
+ */
+function rawSocketOf(tls: TLSSocket): unknown {
+  return (tls as TLSSocket & { _parent?: unknown })._parent;
+}
+
 /** One tls.Server: fixed options, certificate and ALPN answer. */
 class Terminator {
   private readonly server: Server;
-  private readonly pending = new Map<string, Pending>();
+  /** Handshakes in progress, by raw socket and, for runtimes without `_parent`, by "address|port". */
+  private readonly pendingBySocket = new Map<unknown, Pending>();
+  private readonly pendingByAddress = new Map<string, Pending>();
 
   constructor(
     options: TlsOptions | null,
@@ -56,7 +66,7 @@ class Terminator {
       handshakeTimeout: 120_000,
     });
     this.server.on("secureConnection", (tls: TLSSocket) => {
-      const pending = this.take(tls);
+      const pending = this.find(tls);
       if (!pending) {
         tls.destroy();
         return;
@@ -70,23 +80,31 @@ class Terminator {
       pending.finish({ ok: true, socket: tls });
     });
     this.server.on("tlsClientError", (err: Error & { code?: string }, tls: TLSSocket) => {
-      const pending = this.take(tls);
+      const pending = this.find(tls);
       tls.destroy();
       if (!pending) return;
-      const certificateError = /CERT|certificate/i.test(`${err.code ?? ""} ${err.message}`);
+      // A certificate that does not verify passes OpenSSL (Node checks it afterwards), so Node closes the
+      // socket itself and reports only a hang-up: authorizationError is what says why.
+      const authorizationError = tls.authorizationError ? String(tls.authorizationError) : null;
+      const certificateError =
+        authorizationError !== null || /CERT|certificate/i.test(`${err.code ?? ""} ${err.message}`);
       pending.finish({
         ok: false,
         reason: certificateError && settings.requestCert ? "client_cert_required" : "handshake_failed",
-        message: err.message,
+        message: authorizationError
+          ? `the client certificate does not verify: ${authorizationError}`
+          : readableTlsError(err),
       });
     });
   }
 
-  private take(tls: TLSSocket): Pending | undefined {
-    const key = `${tls.remoteAddress}|${tls.remotePort}`;
-    const pending = this.pending.get(key);
-    this.pending.delete(key);
-    return pending;
+  /** The handshake a TLS socket belongs to (its entry is removed when the handshake finishes). */
+  private find(tls: TLSSocket): Pending | undefined {
+    const raw = rawSocketOf(tls);
+    return (
+      (raw !== undefined ? this.pendingBySocket.get(raw) : undefined) ??
+      this.pendingByAddress.get(`${tls.remoteAddress}|${tls.remotePort}`)
+    );
   }
 
   handshake(socket: Socket, peeked: Uint8Array, timeoutMs: number): Promise<HandshakeOutcome> {
@@ -99,7 +117,8 @@ class Terminator {
         done = true;
         clearTimeout(timer);
         socket.removeListener("close", onClose);
-        this.pending.delete(key);
+        this.pendingBySocket.delete(socket);
+        this.pendingByAddress.delete(key);
         resolve(outcome);
       };
       const timer = setTimeout(
@@ -113,19 +132,35 @@ class Terminator {
         },
         Math.max(1, timeoutMs),
       );
+      // The raw socket reports its close before the TLS server says why it closed it (a refused client
+      // certificate, say): wait one turn so that the reason wins over a plain "closed".
       const onClose = () =>
-        finish({
-          ok: false,
-          reason: "handshake_failed",
-          message: "the client closed the connection during the handshake",
-        });
+        setImmediate(() =>
+          finish({
+            ok: false,
+            reason: "handshake_failed",
+            message: "the client closed the connection during the handshake",
+          }),
+        );
       socket.once("close", onClose);
-      this.pending.set(key, { finish });
+      const pending: Pending = { finish };
+      this.pendingBySocket.set(socket, pending);
+      this.pendingByAddress.set(key, pending);
       if (peeked.length > 0) socket.unshift(Buffer.from(peeked.buffer, peeked.byteOffset, peeked.byteLength));
       // The TLS server reads from the socket itself; resuming the raw socket here would steal its bytes.
       this.server.emit("connection", socket);
     });
   }
+}
+
+/**
+ * OpenSSL's error text ("801C…:error:0A000102:SSL routines:tls_early_post_process_client_hello:unsupported
+ * protocol:../ssl/statem/statem_srvr.c:1664:") shortened to its reason, with Node's code for searching.
+ */
+function readableTlsError(err: Error & { code?: string }): string {
+  const reason =
+    /:error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+)/.exec(err.message)?.[1]?.trim() ?? err.message.trim();
+  return err.code ? `${reason} (${err.code})` : reason;
 }
 
 function clientCertificateProblem(tls: TLSSocket, clientAuth: keyof typeof CLIENT_AUTH_TYPES): string | null {
