@@ -178,7 +178,8 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
   // Server-first protocols: with only plain TCP routers, route without reading a byte.
   if (table?.fastPath) {
     const decision = decide(snapshot.context, baseFacts);
-    if (decision.matched && !decision.refusal) {
+    // A matched router whose middleware refuses (ip_denied) is refused here too, not after reading bytes.
+    if (decision.matched) {
       await execute(socket, decision, Buffer.alloc(0), baseFacts, env, record, finish, 0);
       return;
     }
@@ -193,6 +194,8 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
     const outcome = await peek(socket, bytes, deadline, true);
     if (outcome.kind !== "ok") {
       socket.destroy();
+      // A PostgreSQL client that gives up after our "N" (sslmode=require) still says how far it got.
+      if (postgresPath.length > 0) record.postgres = postgresPath.join("+");
       finish(
         outcome.kind === "timeout" ? "timeout" : "no_clienthello",
         outcome.bytes.length > 0 ? `${outcome.bytes.length} bytes received` : undefined,
@@ -260,16 +263,25 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
     if (result.kind === "pg-cancel" && (await forwardCancel(socket, bytes, decision.matched, record, finish)))
       return;
     if (!decision.matched && result.kind === "pg-startup") {
+      // Advise TLS only where a TLS router could take it: without one, sslmode=require just gets our "N".
       socket.end(
-        encodeErrorResponse({
-          severity: "FATAL",
-          code: "08004",
-          message:
-            "tlsroute routes PostgreSQL connections by TLS server name (SNI); this connection did not use TLS",
-          hint: "Connect with sslmode=require (or verify-full) and a host name, not an IP address, so the client sends SNI.",
-        }),
+        encodeErrorResponse(
+          hasTlsRoutes
+            ? {
+                severity: "FATAL",
+                code: "08004",
+                message:
+                  "tlsroute routes PostgreSQL connections by TLS server name (SNI); this connection did not use TLS",
+                hint: "Connect with sslmode=require (or verify-full) and a host name, not an IP address, so the client sends SNI.",
+              }
+            : {
+                severity: "FATAL",
+                code: "08004",
+                message: `no tlsroute router on entry point "${entryPoint.name}" accepts this connection`,
+              },
+        ),
       );
-      finish("no_route", "plaintext PostgreSQL startup with no plain TCP router");
+      finish("no_route", "plaintext PostgreSQL startup and no plain TCP router matches");
       return;
     }
     await execute(socket, decision, bytes, baseFacts, env, record, finish, deadline);
