@@ -6,6 +6,7 @@
  * Linux only: the figures come from /proc/<pid>/stat, /proc/<pid>/status and smaps_rollup.
  */
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release } from "node:os";
 import path from "node:path";
@@ -27,6 +28,9 @@ function tryExec(cmd: string, args: string[]): string | null {
     return null;
   }
 }
+
+/** The machine's load when the benchmark started (the figures in `machine()` are taken at the end). */
+const LOAD_AT_START = Math.round((loadavg()[0] ?? 0) * 100) / 100;
 
 /** Read at load time, before `pinSelf` narrows this process to one CPU (nproc counts usable CPUs). */
 const NPROC = Number(tryExec("nproc", [])) || cpus().length;
@@ -89,7 +93,10 @@ export interface Machine {
   pinned: boolean;
   pinning: string;
   fdLimit: { soft: number; hard: number };
+  loadAverage1mAtStart: number;
   loadAverage1m: number;
+  /** What was measured: the commit, whether src/ had uncommitted changes, and the bundle's hash. */
+  build: { gitHead: string | null; srcDirty: boolean | null; distSha256: string | null };
 }
 
 export function machine(): Machine {
@@ -105,9 +112,41 @@ export function machine(): Machine {
     pinning: PINNING.why,
     fdLimit: fdLimits(),
     // Other work on the machine skews the figures; the 1-minute load average says how much.
+    loadAverage1mAtStart: LOAD_AT_START,
     loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+    build: BUILD,
   };
 }
+
+/** Read at load time: the bundle can be rebuilt by other work while a benchmark runs. */
+const BUILD: Machine["build"] = (() => {
+  const git = (args: string[]) => {
+    try {
+      return execFileSync("git", args, {
+        cwd: ROOT,
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+      }).trim();
+    } catch {
+      return null;
+    }
+  };
+  const status = git(["status", "--porcelain", "--", "src"]);
+  let distSha256: string | null = null;
+  try {
+    distSha256 = createHash("sha256")
+      .update(readFileSync(path.join(ROOT, "dist", "cli.mjs")))
+      .digest("hex")
+      .slice(0, 16);
+  } catch {
+    // No build yet: requireBuild() says so.
+  }
+  return {
+    gitHead: git(["rev-parse", "--short", "HEAD"]),
+    srcDirty: status === null ? null : status !== "",
+    distSha256,
+  };
+})();
 
 // ---------------------------------------------------------------------------------------- /proc
 
@@ -192,6 +231,22 @@ export function requireBuild(): void {
 }
 
 // ------------------------------------------------------------------------------------ children
+
+/**
+ * Every process a benchmark starts, so none outlives it: on exit (normal, error, Ctrl-C) the ones
+ * still running get SIGKILL. Peers also exit by themselves when their stdin closes.
+ */
+const children = new Set<ChildProcessWithoutNullStreams>();
+process.on("exit", () => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
+
+function track(child: ChildProcessWithoutNullStreams): void {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+}
 
 interface LineSink {
   onLine(text: string): void;
@@ -279,12 +334,26 @@ export interface Peer {
  * (or `cpu`, for a baseline server that stands where the proxy would).
  * Roles talk JSON lines on stdout and read commands on stdin.
  */
-export function startPeer(role: string, args: Json, options: { fds?: number; cpu?: number } = {}): Peer {
+export function startPeer(
+  role: string,
+  args: Json,
+  options: { fds?: number; cpu?: number; nodeFlags?: string[] } = {},
+): Peer {
   const argv = withFdLimit(
-    [...pinPrefix(options.cpu ?? 0), process.execPath, "--import", "tsx", PEERS, role, JSON.stringify(args)],
+    [
+      ...pinPrefix(options.cpu ?? 0),
+      process.execPath,
+      ...(options.nodeFlags ?? []),
+      "--import",
+      "tsx",
+      PEERS,
+      role,
+      JSON.stringify(args),
+    ],
     options.fds,
   );
   const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
+  track(child);
   const stderr: string[] = [];
   const mailbox = new Mailbox(() => `peer ${role} stderr:\n${stderr.join("").slice(-4000)}`);
   readLines(child.stdout, {
@@ -368,6 +437,7 @@ export async function startProxy(options: {
     options.fds,
   );
   const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
+  track(child);
   const other: string[] = [];
   const ports = new Map<string, number>();
   const reasons: Record<string, number> = {};
@@ -555,6 +625,8 @@ export interface ProfileSummary {
   self: ProfileRow[];
   inclusive: ProfileRow[];
   perFile: ProfileRow[];
+  /** Self time of tlsroute's own functions (the bundle dist/cli.mjs or src/), by function. */
+  ours: ProfileRow[];
 }
 
 function shortUrl(url: string): string {
@@ -577,6 +649,7 @@ export function summariseCpuProfile(file: string): ProfileSummary {
   const self = new Map<string, number>();
   const inclusive = new Map<string, number>();
   const perFile = new Map<string, number>();
+  const ours = new Map<string, number>();
   let total = 0;
   profile.samples.forEach((id, i) => {
     const dt = (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0) / 1000;
@@ -588,6 +661,7 @@ export function summariseCpuProfile(file: string): ProfileSummary {
     self.set(key, (self.get(key) ?? 0) + dt);
     const f = node.callFrame.url ? shortUrl(node.callFrame.url) : node.callFrame.functionName;
     perFile.set(f, (perFile.get(f) ?? 0) + dt);
+    if (/^(dist|src)\//.test(f)) ours.set(key, (ours.get(key) ?? 0) + dt);
     const seen = new Set<string>();
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       const n = byId.get(cur);
@@ -609,6 +683,7 @@ export function summariseCpuProfile(file: string): ProfileSummary {
     self: top(self, 30),
     inclusive: top(inclusive, 40),
     perFile: top(perFile, 15),
+    ours: top(ours, 25),
   };
 }
 
@@ -628,4 +703,5 @@ export function printProfile(summary: ProfileSummary): void {
   show("self time by file:", summary.perFile, 12);
   show("self time by function:", summary.self, 20);
   show("inclusive time by function:", summary.inclusive, 30);
+  show("self time of tlsroute's own functions:", summary.ours, 15);
 }

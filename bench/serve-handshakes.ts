@@ -209,7 +209,9 @@ async function proxyRun(
   return m;
 }
 
-async function profileRun(config: string, caFile: string, work: string): Promise<ProfileSummary> {
+type HandshakeProfile = ProfileSummary & { handshakes: number; usPerHandshake: Record<string, number> };
+
+async function profileRun(config: string, caFile: string, work: string): Promise<HandshakeProfile> {
   const dir = path.join(work, "profile");
   mkdirSync(dir, { recursive: true });
   const proxy = await startProxy({
@@ -217,13 +219,19 @@ async function profileRun(config: string, caFile: string, work: string): Promise
     entryPoints: ["bench"],
     nodeFlags: ["--cpu-prof", `--cpu-prof-dir=${dir}`, "--cpu-prof-interval=250"],
   });
+  let handshakes = 0;
   try {
-    await proxyRun(proxy, "node", caFile, WARMUP_SECONDS);
-    await proxyRun(proxy, "node", caFile, SECONDS);
+    handshakes += (await proxyRun(proxy, "node", caFile, WARMUP_SECONDS)).handshakes;
+    handshakes += (await proxyRun(proxy, "node", caFile, SECONDS)).handshakes;
   } finally {
     await proxy.stop();
   }
-  return summariseCpuProfile(findProfile(dir, ".cpuprofile"));
+  const summary = summariseCpuProfile(findProfile(dir, ".cpuprofile"));
+  // Main-thread time per handshake for the biggest inclusive entries (startup is in the profile too).
+  const usPerHandshake: Record<string, number> = {};
+  for (const row of summary.inclusive.slice(0, 30))
+    usPerHandshake[row.fn] = round((row.ms * 1000) / handshakes);
+  return { ...summary, handshakes, usPerHandshake };
 }
 
 async function main(): Promise<void> {
@@ -234,7 +242,7 @@ async function main(): Promise<void> {
   const echo = startPeer("echo", {});
   let proxy: ProxyProcess | null = null;
   const measures: Measure[] = [];
-  let profile: ProfileSummary | null = null;
+  let profile: HandshakeProfile | null = null;
   const timeWait: number[] = [];
   try {
     const { port: echoPort } = (await echo.wait((m) => m.ready === true)) as { port: number };
@@ -309,7 +317,7 @@ function report(
   reasons: Record<string, number>,
   tlsVersions: Record<string, unknown>,
   timeWait: number[],
-  profile: ProfileSummary | null,
+  profile: HandshakeProfile | null,
 ): void {
   const m = machine();
   const groups = [
@@ -335,7 +343,7 @@ function report(
     .filter((s) => s !== null);
 
   console.log(
-    `\ntlsroute serve, TLS termination (ECDSA P-256, no resumption) → echo backend; ${SECONDS} s runs, median of ${ROUNDS}; node client c=${CONCURRENCY} (${m.cpu}, ${m.nproc} CPUs, node ${m.node}, OpenSSL ${m.nodeOpenssl}; ${m.pinned ? "pinned" : `not pinned: ${m.pinning}`})`,
+    `\ntlsroute serve, TLS termination (ECDSA P-256, no resumption) → echo backend; ${SECONDS} s runs, median of ${ROUNDS}; node client c=${CONCURRENCY} (${m.cpu}, ${m.nproc} CPUs, node ${m.node}, OpenSSL ${m.nodeOpenssl}; ${m.pinned ? "pinned" : `not pinned: ${m.pinning}`}; load ${m.loadAverage1mAtStart} → ${m.loadAverage1m})`,
   );
   printTable(
     ["", "conn/s (median)", "runs", "CPU s per 1,000 (median)", "user / sys", "busy", "errors"],
@@ -352,7 +360,12 @@ function report(
   console.log(
     "reference (peers.md §5c, same box, s_time -new sequential): HAProxy ~940 conn/s, nginx ~1,010, naive Node ~710; OpenSSL ECDSA sign 15 µs + X25519 26 µs per handshake",
   );
-  if (profile) printProfile(profile);
+  if (profile) {
+    printProfile(profile);
+    console.log(
+      `${profile.handshakes} handshakes in the profiled runs: initRead (OpenSSL's server flight, fed the peeked ClientHello) ${round(((profile.self.find((r) => r.fn.startsWith("initRead"))?.ms ?? 0) * 1000) / profile.handshakes)} µs self per handshake; all sampled main-thread time ${round((profile.sampledMs * 1000) / profile.handshakes)} µs per handshake (startup included)`,
+    );
+  }
 
   const file = writeResult("serve-handshakes", {
     benchmark: "serve-handshakes",

@@ -6,10 +6,13 @@
  * `done:<n>` after the FIN (which also checks that half-close crosses the proxy). Throughput is the
  * payload over the wall time from connect to the answer; the proxy's CPU is utime+stime from
  * /proc/<pid>/stat before and after each run. Median of 5 runs, after one unmeasured warm-up run,
- * interleaved with direct runs (load generator straight to the sink: the ceiling of the load side).
- * With taskset: proxy on CPU 1, load generator and sink on CPU 0.
+ * interleaved with direct runs (load generator straight to the sink: the ceiling of the load side)
+ * and runs through the naive Node proxy (accept → dial → pipe both ways, bench/serve-peers.ts
+ * pipe-proxy, in the proxy's place): the floor for a proxy built on node:net, measured under the
+ * same conditions. With taskset: the proxy under test on CPU 1, load generator and sink on CPU 0.
  *
- * Run: npm run build && npm run bench:serve-passthrough [-- --runs N] [-- --gib N] [-- --profile]
+ * Run: npm run build && npm run bench:serve-passthrough [-- --runs N] [-- --gib N] [-- --no-baseline]
+ *      [-- --profile]
  * Writes bench/results/serve-passthrough.json. `--profile` (or a pathological CPU/GiB above 2 s)
  * adds one run under `node --cpu-prof` and prints where the proxy's time goes.
  */
@@ -31,6 +34,7 @@ import {
   printTable,
   requireBuild,
   round,
+  sleep,
   startPeer,
   startProxy,
   summariseCpuProfile,
@@ -50,10 +54,19 @@ function flag(name: string, fallback: number): number {
 const RUNS = flag("runs", 5);
 const BYTES = Math.round(flag("gib", 1) * GiB);
 
+type Target = "tlsroute" | "node-pipe" | "direct";
+const TARGETS: readonly Target[] = ["tlsroute", "node-pipe", "direct"];
+const LABELS: Record<Target, string> = {
+  tlsroute: "through tlsroute",
+  "node-pipe": "through a naive node pipe",
+  direct: "direct (ceiling)",
+};
+
 interface Run {
-  target: "proxy" | "direct";
+  target: Target;
   elapsedMs: number;
   mbPerS: number;
+  /** CPU of the proxy process (tlsroute or the naive pipe); null for direct runs. */
   proxyCpuS: number | null;
   /** The user-space and kernel parts of proxyCpuS. */
   proxyUserS: number | null;
@@ -86,45 +99,63 @@ function writeConfig(dir: string, sinkPort: number): string {
   return file;
 }
 
+interface Endpoint {
+  port: number;
+  /** The process whose CPU is measured; null for direct runs. */
+  pid: number | null;
+}
+
 async function streamOnce(
-  target: "proxy" | "direct",
-  port: number,
+  target: Target,
+  endpoint: Endpoint,
   sink: Peer,
-  proxy: ProxyProcess,
+  proxy: ProxyProcess | null,
 ): Promise<Run> {
-  const accessBefore = proxy.accessCount();
-  const proxyBefore = cpuTimes(proxy.pid);
+  const accessBefore = proxy?.accessCount() ?? 0;
+  const before = endpoint.pid === null ? null : cpuTimes(endpoint.pid);
   const sinkBefore = cpuSeconds(sink.pid);
-  const gen = startPeer("stream", { port, bytes: BYTES, chunk: CHUNK, servername: SNI });
+  const gen = startPeer("stream", { port: endpoint.port, bytes: BYTES, chunk: CHUNK, servername: SNI });
   const message = await gen.wait((m) => "result" in m || "error" in m, 300_000);
   await gen.exited;
   if ("error" in message) throw new Error(`load generator failed: ${String(message.error)}`);
   const result = message.result as { elapsedMs: number; answer: string; sent: number };
   if (result.answer !== `done:${result.sent}`)
     throw new Error(`the sink answered "${result.answer}", expected "done:${result.sent}"`);
-  if (target === "proxy") {
+  if (target === "tlsroute" && proxy) {
     // The access line is written once both sides closed: its bytes must be exactly what was sent.
     await proxy.waitForAccess(accessBefore + 1);
     const line = proxy.recentAccess[proxy.recentAccess.length - 1]!;
     if (line.reason !== "closed" || line.mode !== "passthrough" || line.bytesIn !== result.sent)
       throw new Error(`unexpected access line: ${JSON.stringify(line)}`);
+  } else if (endpoint.pid !== null) {
+    await sleep(100);
   }
-  const proxyAfter = cpuTimes(proxy.pid);
-  const proxyUserS = proxyAfter.user - proxyBefore.user;
-  const proxySystemS = proxyAfter.system - proxyBefore.system;
-  const proxyCpuS = proxyUserS + proxySystemS;
   const sinkCpuS = cpuSeconds(sink.pid) - sinkBefore;
   const elapsedMs = result.elapsedMs;
-  const isProxy = target === "proxy";
+  let cpu: Pick<Run, "proxyCpuS" | "proxyUserS" | "proxySystemS" | "proxyCpuPerGiB" | "proxyBusy"> = {
+    proxyCpuS: null,
+    proxyUserS: null,
+    proxySystemS: null,
+    proxyCpuPerGiB: null,
+    proxyBusy: null,
+  };
+  if (endpoint.pid !== null && before) {
+    const after = cpuTimes(endpoint.pid);
+    const user = after.user - before.user;
+    const system = after.system - before.system;
+    cpu = {
+      proxyCpuS: round(user + system, 2),
+      proxyUserS: round(user, 2),
+      proxySystemS: round(system, 2),
+      proxyCpuPerGiB: round((user + system) / (BYTES / GiB), 3),
+      proxyBusy: round((user + system) / (elapsedMs / 1000), 2),
+    };
+  }
   return {
     target,
     elapsedMs: round(elapsedMs, 1),
     mbPerS: round(BYTES / (elapsedMs / 1000) / 1e6),
-    proxyCpuS: isProxy ? round(proxyCpuS, 2) : null,
-    proxyUserS: isProxy ? round(proxyUserS, 2) : null,
-    proxySystemS: isProxy ? round(proxySystemS, 2) : null,
-    proxyCpuPerGiB: isProxy ? round(proxyCpuS / (BYTES / GiB), 3) : null,
-    proxyBusy: isProxy ? round(proxyCpuS / (elapsedMs / 1000), 2) : null,
+    ...cpu,
     sinkCpuS: round(sinkCpuS, 2),
   };
 }
@@ -138,104 +169,111 @@ async function profileRun(config: string, sink: Peer, work: string): Promise<Pro
     nodeFlags: ["--cpu-prof", `--cpu-prof-dir=${dir}`, "--cpu-prof-interval=250"],
   });
   try {
-    await streamOnce("proxy", proxy.ports.get("bench")!, sink, proxy);
+    await streamOnce("tlsroute", { port: proxy.ports.get("bench")!, pid: proxy.pid }, sink, proxy);
   } finally {
     await proxy.stop();
   }
   return summariseCpuProfile(findProfile(dir, ".cpuprofile"));
 }
 
+function summarise(runs: Run[], target: Target) {
+  const rs = runs.filter((r) => r.target === target);
+  if (rs.length === 0) return null;
+  const cpu = rs.map((r) => r.proxyCpuPerGiB).filter((v): v is number => v !== null);
+  const perGiB = (pick: (r: Run) => number | null) =>
+    cpu.length ? round(median(rs.map((r) => (pick(r) ?? 0) / (BYTES / GiB))), 3) : null;
+  return {
+    target,
+    runs: rs.length,
+    medianMBps: median(rs.map((r) => r.mbPerS)),
+    minMBps: Math.min(...rs.map((r) => r.mbPerS)),
+    maxMBps: Math.max(...rs.map((r) => r.mbPerS)),
+    medianProxyCpuPerGiB: cpu.length ? round(median(cpu), 3) : null,
+    minProxyCpuPerGiB: cpu.length ? Math.min(...cpu) : null,
+    maxProxyCpuPerGiB: cpu.length ? Math.max(...cpu) : null,
+    // Split of the CPU: a proxy that copies bytes spends most of it in the kernel.
+    medianProxyUserPerGiB: perGiB((r) => r.proxyUserS),
+    medianProxySystemPerGiB: perGiB((r) => r.proxySystemS),
+    medianProxyBusy: cpu.length ? median(rs.map((r) => r.proxyBusy ?? 0)) : null,
+  };
+}
+
 async function main(): Promise<void> {
   requireBuild();
   pinSelf();
+  const baseline = !process.argv.includes("--no-baseline");
   const work = mkdtempSync(path.join(tmpdir(), "tlsroute-bench-passthrough-"));
   const sink = startPeer("sink", {});
   let proxy: ProxyProcess | null = null;
+  let pipe: Peer | null = null;
   const runs: Run[] = [];
   let profile: ProfileSummary | null = null;
   try {
     const { port: sinkPort } = (await sink.wait((m) => m.ready === true)) as { port: number };
     const config = writeConfig(work, sinkPort);
     proxy = await startProxy({ config, entryPoints: ["bench"] });
-    const proxyPort = proxy.ports.get("bench")!;
-    console.error(`proxy pid ${proxy.pid} on 127.0.0.1:${proxyPort}, sink on 127.0.0.1:${sinkPort}`);
+    const endpoints = new Map<Target, Endpoint>([
+      ["tlsroute", { port: proxy.ports.get("bench")!, pid: proxy.pid }],
+      ["direct", { port: sinkPort, pid: null }],
+    ]);
+    if (baseline) {
+      pipe = startPeer("pipe-proxy", { mode: "passthrough", backendPort: sinkPort }, { cpu: 1 });
+      const { port } = (await pipe.wait((m) => m.ready === true)) as { port: number };
+      endpoints.set("node-pipe", { port, pid: pipe.pid });
+    }
+    console.error(
+      `tlsroute pid ${proxy.pid} on 127.0.0.1:${proxy.ports.get("bench")}, sink on 127.0.0.1:${sinkPort}`,
+    );
 
+    const targets = TARGETS.filter((t) => endpoints.has(t));
     // Warm-up (JIT, socket buffers), not recorded.
-    await streamOnce("direct", sinkPort, sink, proxy);
-    await streamOnce("proxy", proxyPort, sink, proxy);
+    for (const t of targets) await streamOnce(t, endpoints.get(t)!, sink, proxy);
     for (let i = 0; i < RUNS; i++) {
-      // Interleaved, so drift in the machine's load touches both series alike.
-      runs.push(await streamOnce("proxy", proxyPort, sink, proxy));
-      runs.push(await streamOnce("direct", sinkPort, sink, proxy));
-      const last = runs[runs.length - 2]!;
-      console.error(`  run ${i + 1}/${RUNS}: proxy ${last.mbPerS} MB/s, ${last.proxyCpuPerGiB} s CPU/GiB`);
+      // Interleaved, so drift in the machine's load touches every series alike.
+      for (const t of targets) runs.push(await streamOnce(t, endpoints.get(t)!, sink, proxy));
+      const last = runs.filter((r) => r.target === "tlsroute").at(-1)!;
+      console.error(`  run ${i + 1}/${RUNS}: tlsroute ${last.mbPerS} MB/s, ${last.proxyCpuPerGiB} s CPU/GiB`);
     }
     await proxy.stop();
     proxy = null;
+    await pipe?.kill();
+    pipe = null;
 
-    const proxyRuns = runs.filter((r) => r.target === "proxy");
-    const cpuPerGiB = median(proxyRuns.map((r) => r.proxyCpuPerGiB!));
+    const cpuPerGiB = summarise(runs, "tlsroute")?.medianProxyCpuPerGiB ?? 0;
     if (process.argv.includes("--profile") || cpuPerGiB > PATHOLOGICAL_CPU_PER_GIB) {
       profile = await profileRun(config, sink, work);
     }
   } finally {
     await proxy?.stop();
+    await pipe?.kill();
     await sink.kill();
     rmSync(work, { recursive: true, force: true });
   }
 
   const m = machine();
-  const series = (target: "proxy" | "direct") => runs.filter((r) => r.target === target);
-  const summary = (target: "proxy" | "direct") => {
-    const rs = series(target);
-    const cpu = rs.map((r) => r.proxyCpuPerGiB).filter((v): v is number => v !== null);
-    return {
-      medianMBps: median(rs.map((r) => r.mbPerS)),
-      minMBps: Math.min(...rs.map((r) => r.mbPerS)),
-      maxMBps: Math.max(...rs.map((r) => r.mbPerS)),
-      medianProxyCpuPerGiB: cpu.length ? round(median(cpu), 3) : null,
-      minProxyCpuPerGiB: cpu.length ? Math.min(...cpu) : null,
-      maxProxyCpuPerGiB: cpu.length ? Math.max(...cpu) : null,
-      // Split of the median CPU: a proxy that copies bytes spends most of it in the kernel.
-      medianProxyUserPerGiB: cpu.length
-        ? round(median(rs.map((r) => r.proxyUserS! / (BYTES / GiB))), 3)
-        : null,
-      medianProxySystemPerGiB: cpu.length
-        ? round(median(rs.map((r) => r.proxySystemS! / (BYTES / GiB))), 3)
-        : null,
-    };
-  };
-  const proxySummary = summary("proxy");
-  const directSummary = summary("direct");
-
+  const summaries = TARGETS.map((t) => summarise(runs, t)).filter((x) => x !== null);
   console.log(
-    `\ntlsroute serve passthrough, ${BYTES / GiB} GiB in ${CHUNK / 1024} KiB writes, median of ${RUNS} (${m.cpu}, ${m.nproc} CPUs, node ${m.node}; ${m.pinned ? "pinned" : `not pinned: ${m.pinning}`})`,
+    `\nserve passthrough, ${BYTES / GiB} GiB in ${CHUNK / 1024} KiB writes, median of ${RUNS} (${m.cpu}, ${m.nproc} CPUs, node ${m.node}; ${m.pinned ? "pinned" : `not pinned: ${m.pinning}`}; load ${m.loadAverage1mAtStart} → ${m.loadAverage1m})`,
   );
   printTable(
-    ["", "median", "runs (MB/s)", "proxy CPU/GiB (median)", "runs (s/GiB)", "proxy busy"],
-    (["proxy", "direct"] as const).map((t) => {
-      const s = t === "proxy" ? proxySummary : directSummary;
+    ["", "MB/s (median)", "runs", "proxy CPU s/GiB (median)", "user / sys", "runs (s/GiB)", "proxy busy"],
+    summaries.map((s) => {
+      const rs = runs.filter((r) => r.target === s.target);
+      const hasCpu = s.medianProxyCpuPerGiB !== null;
       return [
-        t === "proxy" ? "through tlsroute" : "direct (ceiling)",
-        `${s.medianMBps} MB/s`,
-        series(t)
-          .map((r) => r.mbPerS)
-          .join(" / "),
-        s.medianProxyCpuPerGiB === null ? "—" : `${s.medianProxyCpuPerGiB} s`,
-        t === "proxy"
-          ? series(t)
-              .map((r) => r.proxyCpuPerGiB)
-              .join(" / ")
-          : "—",
-        t === "proxy"
-          ? series(t)
-              .map((r) => r.proxyBusy)
-              .join(" / ")
-          : "—",
+        LABELS[s.target],
+        String(s.medianMBps),
+        rs.map((r) => r.mbPerS).join(" / "),
+        hasCpu ? String(s.medianProxyCpuPerGiB) : "—",
+        hasCpu ? `${s.medianProxyUserPerGiB} / ${s.medianProxySystemPerGiB}` : "—",
+        hasCpu ? rs.map((r) => r.proxyCpuPerGiB).join(" / ") : "—",
+        hasCpu ? rs.map((r) => r.proxyBusy).join(" / ") : "—",
       ];
     }),
   );
-  console.log("reference (peers.md §5c, same box): HAProxy 0.38 s/GiB, nginx 0.41, naive Node pipe 0.64");
+  console.log(
+    "reference (peers.md §5c, same box, curl over TLS): HAProxy 0.38 s/GiB, nginx 0.41, naive Node pipe 0.64",
+  );
   if (profile) printProfile(profile);
 
   const file = writeResult("serve-passthrough", {
@@ -247,12 +285,13 @@ async function main(): Promise<void> {
       bytes: BYTES,
       chunk: CHUNK,
       runs: RUNS,
-      warmup: "one direct and one proxied run, not recorded",
+      warmup: "one run per target, not recorded",
       throughput: "payload bytes / wall time from connect to the sink's done:<n> answer, MB = 10^6 bytes",
-      cpu: "proxy utime+stime from /proc/<pid>/stat, before the load generator starts and after the access line",
+      cpu: "utime+stime of the proxy process from /proc/<pid>/stat, before the load generator starts and after the access line",
+      baseline:
+        "node-pipe: bench/serve-peers.ts pipe-proxy (net.createServer → net.connect → pipe both ways) on CPU 1",
     },
-    proxy: proxySummary,
-    direct: directSummary,
+    summaries,
     runs,
     reference: {
       haproxyCpuPerGiB: 0.38,

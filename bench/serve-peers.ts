@@ -6,6 +6,8 @@
  *               connections open; `stats` on stdin prints open/accepted/bytes
  *   echo        backend that echoes every byte back (and ends when the client ends)
  *   tls-echo    a bare node:tls server that echoes (tickets off): the baseline for termination
+ *   pipe-proxy  the naive Node proxy (accept, dial, pipe; behind tls.Server for terminate): the
+ *               baseline for memory per connection
  *   stream      connects, sends a real TLS ClientHello with SNI, then BYTES in CHUNK-sized writes,
  *               then FIN, and waits for the sink's answer; prints the elapsed time
  *   handshakes  N concurrent loops of tls.connect → 1 byte → read the echo → destroy, for SECONDS
@@ -148,6 +150,43 @@ async function tlsEcho(args: Args): Promise<void> {
   say({ ready: true, port });
 }
 
+// ---------------------------------------------------------------------------------- pipe-proxy
+
+/**
+ * The naive Node proxy, as a floor for memory: passthrough = accept, dial the backend, pipe both
+ * ways; terminate = the same behind a plain tls.Server (same certificate, tickets off). No routing,
+ * no ClientHello parsing, no logging.
+ */
+async function pipeProxy(args: Args): Promise<void> {
+  const backendPort = Number(args.backendPort);
+  const relay = (client: net.Socket) => {
+    // Half-open both ways, so the sink's answer after the client's FIN still gets back.
+    const backend = net.connect({ host: "127.0.0.1", port: backendPort, allowHalfOpen: true });
+    client.pipe(backend);
+    backend.pipe(client);
+    client.on("error", () => backend.destroy());
+    backend.on("error", () => client.destroy());
+    client.on("close", () => backend.destroy());
+    backend.on("close", () => client.destroy());
+  };
+  const server =
+    args.mode === "terminate"
+      ? tls.createServer(
+          {
+            key: readFileSync(String(args.key)),
+            cert: readFileSync(String(args.cert)),
+            secureOptions: constants.SSL_OP_NO_TICKET,
+            allowHalfOpen: true,
+          },
+          relay,
+        )
+      : net.createServer({ allowHalfOpen: true }, relay);
+  server.on("tlsClientError", () => {});
+  const port = await listen(server);
+  onCommand({});
+  say({ ready: true, port });
+}
+
 // -------------------------------------------------------------------------------------- stream
 
 async function stream(args: Args): Promise<void> {
@@ -203,13 +242,15 @@ async function handshakes(args: Args): Promise<void> {
 
   const connectOnce = () =>
     new Promise<void>((resolve, reject) => {
-      const socket = tls.connect({
+      // node:tls passes localAddress on to net.connect; its typings leave it out.
+      const options: tls.ConnectionOptions & { localAddress?: string } = {
         host: "127.0.0.1",
         port,
         servername,
         ca,
-        localAddress: sources[next++ % sources.length],
-      });
+        localAddress: sources[next++ % sources.length] ?? "127.0.0.1",
+      };
+      const socket = tls.connect(options);
       let settled = false;
       const settle = (err: Error | null) => {
         if (settled) return;
@@ -307,6 +348,7 @@ const roles: Record<string, (args: Args) => Promise<void>> = {
   sink,
   echo,
   "tls-echo": tlsEcho,
+  "pipe-proxy": pipeProxy,
   stream,
   handshakes,
   idle,

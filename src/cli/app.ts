@@ -2,9 +2,18 @@
  * The tlsroute command line. Subcommands are thin: they turn flags into calls of the core and
  * render the results. Errors are messages with hints and an exit code; a stack trace only with --debug.
  */
-import { type ArgsDef, type CommandDef, defineCommand, renderUsage, runCommand } from "citty";
-import { LoadFailure } from "../config/load.ts";
-import { EXIT_USAGE, paint, UsageError } from "./common.ts";
+import { type ArgsDef, type CommandDef, defineCommand, parseArgs, renderUsage, runCommand } from "citty";
+import { DEFAULT_CONFIG_NAMES, LoadFailure } from "../config/load.ts";
+import { currentRuntime } from "../tls/runtime-support.ts";
+import { displayPath, EXIT_USAGE, lastString, listFlag, paint, UsageError } from "./common.ts";
+import {
+  type CommandName,
+  denoCommandLine,
+  flagInDenoMessage,
+  isCommandName,
+  isDenoPermissionError,
+  unreadablePath,
+} from "./deno-permissions.ts";
 import { explainCommand } from "./explain.ts";
 import { inspectCommand } from "./inspect.ts";
 import { serveCommand } from "./serve.ts";
@@ -62,6 +71,7 @@ async function rejectUnknownFlags(cmd: CommandDef<ArgsDef>, argv: string[]): Pro
 
 export async function run(argv: string[]): Promise<number> {
   const debug = argv.includes("--debug");
+  const command = argv[0] !== undefined && isCommandName(argv[0]) ? argv[0] : undefined;
   try {
     const [first, ...rest] = argv;
     if (first === undefined || first === "--help" || first === "-h" || first === "help") {
@@ -84,10 +94,55 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     await rejectUnknownFlags(cmd, rest);
+    if (command && currentRuntime() === "deno") await denoPreflight(command, cmd, rest);
     const { result } = await runCommand(cmd, { rawArgs: rest });
     return typeof result === "number" ? result : 0;
   } catch (err) {
-    return reportFailure(err, debug);
+    return reportFailure(err, debug, command);
+  }
+}
+
+/** The files a command reads first (configuration, --ca, --cert, --key), as its flags name them. */
+async function pathsRead(command: CommandName, cmd: CommandDef<ArgsDef>, argv: string[]) {
+  const defs = (typeof cmd.args === "function" ? await cmd.args() : await cmd.args) ?? {};
+  const args = parseArgs(argv, defs);
+  const config = listFlag(args.config);
+  switch (command) {
+    case "validate":
+      return { paths: args._.filter((p): p is string => typeof p === "string"), defaults: true };
+    case "explain":
+      return { paths: config, defaults: lastString(args.rule) === undefined };
+    case "serve":
+      return { paths: config, defaults: true };
+    case "inspect": {
+      const files = [args.ca, args.cert, args.key].map(lastString).filter((f) => f !== undefined);
+      return { paths: [...config, ...files], defaults: false };
+    }
+  }
+}
+
+/**
+ * On Deno, refuse early and say which flag is missing rather than let a refused read look like a
+ * missing file, and report a refused listen() (thrown out of the event loop there) the same way.
+ */
+async function denoPreflight(command: CommandName, cmd: CommandDef<ArgsDef>, argv: string[]): Promise<void> {
+  const { paths, defaults } = await pathsRead(command, cmd, argv);
+  if (paths.length > 0 || defaults) {
+    const denied = unreadablePath(paths, process.cwd());
+    if (denied !== undefined) {
+      throw new UsageError(
+        denied.defaults
+          ? `Deno does not allow tlsroute to look for ${DEFAULT_CONFIG_NAMES.join(", ")} in ${denied.path}`
+          : `Deno does not allow tlsroute to read ${displayPath(denied.path)}`,
+        `Add --allow-read (or --allow-read=DIR for the directories involved): ${denoCommandLine(command)} …`,
+      );
+    }
+  }
+  if (command === "serve") {
+    process.on("uncaughtException", (err) => {
+      process.exitCode = reportFailure(err, false, command);
+      process.exit();
+    });
   }
 }
 
@@ -97,9 +152,17 @@ function printProblem(message: string, hint?: string): void {
   if (hint) process.stderr.write(`  ${paint.accent("hint:")} ${hint}\n`);
 }
 
-function reportFailure(err: unknown, debug: boolean): number {
+function reportFailure(err: unknown, debug: boolean, command?: CommandName): number {
   if (err instanceof UsageError || err instanceof LoadFailure) {
     printProblem(err.message, err.hint);
+    return EXIT_USAGE;
+  }
+  if (isDenoPermissionError(err)) {
+    const flag = flagInDenoMessage(err.message) ?? "the permission";
+    printProblem(
+      `Deno refused: ${err.message}`,
+      `Add ${flag}${command ? `; ${command} needs at least: ${denoCommandLine(command)} …` : ""} (README: Runtimes).`,
+    );
     return EXIT_USAGE;
   }
   // citty's own argument errors (missing required positional, bad enum value).

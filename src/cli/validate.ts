@@ -1,7 +1,18 @@
 import { defineCommand } from "citty";
 import type { Diagnostic } from "../diagnostics.ts";
+import { currentRuntime, isTlsRuntime, TLS_RUNTIMES, type TlsRuntime } from "../tls/runtime-support.ts";
 import { openWorkspace } from "../workspace.ts";
-import { displayPath, displayPos, EXIT_FINDINGS, EXIT_OK, formatFlag, paint, writeJson } from "./common.ts";
+import {
+  displayPath,
+  displayPos,
+  EXIT_FINDINGS,
+  EXIT_OK,
+  formatFlag,
+  lastString,
+  paint,
+  UsageError,
+  writeJson,
+} from "./common.ts";
 
 export const validateCommand = defineCommand({
   meta: {
@@ -16,11 +27,17 @@ export const validateCommand = defineCommand({
     },
     format: { type: "string", description: "text, json or github (workflow annotations)", default: "text" },
     strict: { type: "boolean", description: "Fail on warnings too", default: false },
+    runtime: {
+      type: "string",
+      description:
+        "Check TLS settings for the runtime serve will run on: node, bun or deno (default: this one)",
+    },
     debug: { type: "boolean", description: "Print stack traces of internal errors", default: false },
   },
   run({ args }) {
     const format = formatFlag(args.format, ["text", "json", "github"]);
-    const workspace = openWorkspace(args._);
+    const runtime = runtimeFlag(args.runtime);
+    const workspace = openWorkspace(args._, { runtime });
     const diagnostics = workspace.diagnostics;
     const errors = diagnostics.filter((d) => d.severity === "error").length;
     const warnings = diagnostics.length - errors;
@@ -43,6 +60,16 @@ export const validateCommand = defineCommand({
     return ok ? EXIT_OK : EXIT_FINDINGS;
   },
 });
+
+/** `--runtime`: which runtime's TLS library the runtime-dependent findings are about. */
+export function runtimeFlag(value: unknown): TlsRuntime {
+  const runtime = lastString(value);
+  if (runtime === undefined) return currentRuntime();
+  if (!isTlsRuntime(runtime)) {
+    throw new UsageError(`--runtime must be one of ${TLS_RUNTIMES.join(", ")}, got "${runtime}"`);
+  }
+  return runtime;
+}
 
 function posJson(pos: Diagnostic["pos"]) {
   return pos

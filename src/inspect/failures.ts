@@ -201,7 +201,10 @@ export function describeFailure(
   if (failure.code === "ECONNRESET" || failure.code === "EPIPE") {
     return {
       summary: "the server closed the connection during the TLS handshake, without an alert",
-      hint: "Some servers drop a handshake they refuse (unknown SNI, no shared ALPN) instead of sending an alert.",
+      hint:
+        context.startTls === "postgres-direct"
+          ? "PostgreSQL before 17 does not accept direct TLS; try --starttls postgres."
+          : "Some servers drop a handshake they refuse (unknown SNI, no shared ALPN) instead of sending an alert.",
       alert: null,
     };
   }

@@ -3,6 +3,7 @@
  * Traefik ignores unknown TLS version names silently; we report them, with the closest valid name.
  */
 import { dirname } from "node:path";
+import type { SourcePos } from "../config/located.ts";
 import type { Located, Model, TlsOptions } from "../config/model.ts";
 import type { Diagnostics } from "../config/reader.ts";
 import { resolveRef } from "../config/refs.ts";
@@ -27,15 +28,18 @@ import {
 } from "../tls/names.ts";
 import {
   currentRuntime,
+  type IgnorableSetting,
   ignoredTlsSettings,
-  isEcdhGroupSupported,
-  missingCipherSuites,
+  isEcdhGroupSupportedOn,
+  missingCipherSuitesOn,
+  runtimesHonouring,
   type TlsRuntime,
 } from "../tls/runtime-support.ts";
 import { pureHostSet } from "./routing.ts";
 
 export interface TlsLintOptions {
   now: Date;
+  /** The runtime `serve` will run on (default: this one); runtime-dependent findings are for it. */
   runtime?: TlsRuntime;
 }
 
@@ -43,8 +47,8 @@ export function lintTlsOptions(model: Model, diags: Diagnostics, options: TlsLin
   const runtime = options.runtime ?? currentRuntime();
   for (const option of model.tlsOptions.values()) {
     lintVersions(option, diags);
-    lintCiphers(option, diags);
-    lintCurves(option, diags);
+    lintCiphers(option, diags, runtime);
+    lintCurves(option, diags, runtime);
     lintClientAuth(option, diags);
     if (option.preferServerCipherSuites) {
       diags.warning(
@@ -55,20 +59,7 @@ export function lintTlsOptions(model: Model, diags: Diagnostics, options: TlsLin
         "Remove it.",
       );
     }
-    for (const ignored of ignoredTlsSettings(runtime, {
-      cipherSuites: option.cipherSuites?.map((c) => c.value),
-      curvePreferences: option.curvePreferences?.map((c) => c.value),
-    })) {
-      diags.warning(
-        "runtime-ignores-setting",
-        `TLS options "${option.name}": ${ignored.message}`,
-        (ignored.setting === "cipherSuites"
-          ? option.cipherSuites?.[0]?.pos
-          : option.curvePreferences?.[0]?.pos) ?? option.pos,
-        `${option.path}.${ignored.setting}`,
-        "Run tlsroute on Node or Bun if this setting matters.",
-      );
-    }
+    lintIgnoredSettings(option, runtime, diags);
     option.alpnProtocols?.forEach((p, i) => {
       if (p.value.trim() === "") {
         diags.error(
@@ -79,6 +70,34 @@ export function lintTlsOptions(model: Model, diags: Diagnostics, options: TlsLin
         );
       }
     });
+  }
+}
+
+/** Settings the target runtime accepts but does not apply: the user is told, never silently misled. */
+function lintIgnoredSettings(option: TlsOptions, runtime: TlsRuntime, diags: Diagnostics): void {
+  const positions: Record<IgnorableSetting, SourcePos | undefined> = {
+    cipherSuites: option.cipherSuites?.[0]?.pos,
+    curvePreferences: option.curvePreferences?.[0]?.pos,
+    minVersion: option.minVersion?.pos,
+    maxVersion: option.maxVersion?.pos,
+    disableSessionTickets: undefined,
+  };
+  const values = {
+    cipherSuites: option.cipherSuites?.map((c) => c.value),
+    curvePreferences: option.curvePreferences?.map((c) => c.value),
+    minVersion: option.minVersion?.value ?? null,
+    maxVersion: option.maxVersion?.value ?? null,
+    disableSessionTickets: option.disableSessionTickets,
+  };
+  for (const ignored of ignoredTlsSettings(runtime, values)) {
+    const elsewhere = runtimesHonouring(ignored.setting);
+    diags.warning(
+      "runtime-ignores-setting",
+      `TLS options "${option.name}": ${ignored.message}`,
+      positions[ignored.setting] ?? option.pos,
+      `${option.path}.${ignored.setting}`,
+      elsewhere.length > 0 ? `Run tlsroute on ${elsewhere.join(" or ")} if this setting matters.` : undefined,
+    );
   }
 }
 
@@ -126,7 +145,7 @@ function lintVersions(option: TlsOptions, diags: Diagnostics): void {
   }
 }
 
-function lintCiphers(option: TlsOptions, diags: Diagnostics): void {
+function lintCiphers(option: TlsOptions, diags: Diagnostics, runtime: TlsRuntime): void {
   if (!option.cipherSuites) return;
   const known: string[] = [];
   option.cipherSuites.forEach((suite, i) => {
@@ -157,10 +176,10 @@ function lintCiphers(option: TlsOptions, diags: Diagnostics): void {
     }
   });
   const positions = new Map(option.cipherSuites.map((s) => [s.value, s.pos] as const));
-  for (const missing of missingCipherSuites(known)) {
+  for (const missing of missingCipherSuitesOn(runtime, known)) {
     diags.error(
       "cipher-suite-unavailable",
-      `cipher suite "${missing.name}" in TLS options "${option.name}" is not available in this runtime's TLS library (${missing.openssl})`,
+      `cipher suite "${missing.name}" in TLS options "${option.name}" is not available in ${runtime}'s TLS library (${missing.openssl})`,
       positions.get(missing.name) ?? option.pos,
       `${option.path}.cipherSuites`,
       "Remove it: the TLS library was built without it.",
@@ -168,7 +187,7 @@ function lintCiphers(option: TlsOptions, diags: Diagnostics): void {
   }
 }
 
-function lintCurves(option: TlsOptions, diags: Diagnostics): void {
+function lintCurves(option: TlsOptions, diags: Diagnostics, runtime: TlsRuntime): void {
   option.curvePreferences?.forEach((value, i) => {
     const path = `${option.path}.curvePreferences[${i}]`;
     const info = curve(value.value);
@@ -181,10 +200,10 @@ function lintCurves(option: TlsOptions, diags: Diagnostics): void {
         path,
         near ? `Did you mean "${near}"?` : `Valid: ${CURVE_NAMES.join(", ")}.`,
       );
-    } else if (info.openssl && !isEcdhGroupSupported(info.openssl)) {
+    } else if (info.openssl && !isEcdhGroupSupportedOn(runtime, info.openssl)) {
       diags.warning(
         "curve-unavailable",
-        `curve "${value.value}" in TLS options "${option.name}" is not supported by this runtime's TLS library; it will not be offered`,
+        `curve "${value.value}" in TLS options "${option.name}" is not supported by ${runtime}'s TLS library; it will not be offered`,
         value.pos,
         path,
       );

@@ -18,7 +18,7 @@ import {
   SSL_REQUEST,
 } from "../wire/postgres.ts";
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
-import { dialServer } from "./dial.ts";
+import { dialServer, type ProxyAddresses } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
 import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
 import { relay } from "./relay.ts";
@@ -402,10 +402,7 @@ async function serveRoute(
     return;
   }
 
-  const proxy = {
-    src: facts.clientIp ? { ip: facts.clientIp, port: socket.remotePort ?? 0 } : null,
-    dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
-  };
+  const proxy = proxyAddresses(socket);
   let backend: Socket | TLSSocket | null = null;
   let dialedTarget: ServerTarget | null = null;
   const failures: string[] = [];
@@ -511,14 +508,18 @@ async function forwardCancel(
   }
   record.server = owner.address;
   record.service = owner.service;
-  const proxy = {
-    src: socket.remoteAddress ? { ip: socket.remoteAddress, port: socket.remotePort ?? 0 } : null,
-    dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
-  };
-  const error = await sendCancel(owner, data, proxy);
+  const error = await sendCancel(owner, data, proxyAddresses(socket));
   record.bytesIn = request.consumed;
   socket.destroy();
   if (error) finish("backend_unreachable", `cancel request for process ${request.processId}: ${error}`);
   else finish("closed", `cancel request for process ${request.processId} forwarded`);
   return true;
+}
+
+/** The addresses a PROXY protocol header carries: the client as we see it, and our entry point. */
+function proxyAddresses(socket: Socket): ProxyAddresses {
+  return {
+    src: socket.remoteAddress ? { ip: socket.remoteAddress, port: socket.remotePort ?? 0 } : null,
+    dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
+  };
 }

@@ -62,7 +62,8 @@ export class ProxyServer {
     const listener: Listener = { entryPoint, server, configured: `${entryPoint.host}:${entryPoint.port}` };
     return new Promise((resolve, reject) => {
       server.once("error", (err: NodeJS.ErrnoException) => reject(listenError(entryPoint, err)));
-      server.listen({ host: entryPoint.host || undefined, port: entryPoint.port }, () => {
+      // A deep accept queue absorbs connection bursts; Node's default (511) drops SYNs and costs clients a 1 s retry.
+      server.listen({ host: entryPoint.host || undefined, port: entryPoint.port, backlog: 4096 }, () => {
         if (this.closing) {
           server.close();
           resolve();

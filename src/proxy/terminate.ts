@@ -11,6 +11,7 @@ import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { TlsOptions } from "../config/model.ts";
 import { CLIENT_AUTH_TYPES } from "../tls/names.ts";
 import { nodeTlsSettings } from "../tls/node-options.ts";
+import { portableCipherString, portableEcdhCurve } from "../tls/runtime-support.ts";
 
 export interface ServingCertificate {
   id: string;
@@ -49,13 +50,16 @@ class Terminator {
   ) {
     const settings = nodeTlsSettings(options);
     const semantics = CLIENT_AUTH_TYPES[settings.clientAuth];
+    const ecdhCurve = portableEcdhCurve(settings.ecdhCurve);
     this.server = createServer({
       key: certificate.keyPem,
       cert: certificate.certPem,
       minVersion: settings.minVersion,
       maxVersion: settings.maxVersion,
-      ciphers: settings.ciphers,
-      ...(settings.ecdhCurve ? { ecdhCurve: settings.ecdhCurve } : {}),
+      // Bun's BoringSSL throws on OpenSSL's @SECLEVEL directive (and needs none for TLS 1.0/1.1).
+      ciphers: portableCipherString(settings.ciphers),
+      // Groups this TLS library lacks (ML-KEM hybrids before OpenSSL 3.5) are dropped, as validate warns.
+      ...(ecdhCurve ? { ecdhCurve } : {}),
       // The ALPN answer was settled by decide(); offering exactly it makes the handshake agree.
       ...(alpn ? { ALPNProtocols: [alpn] } : {}),
       requestCert: settings.requestCert,

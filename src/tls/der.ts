@@ -4,43 +4,11 @@
  * `validFrom`/`validTo` as display strings). Certificates reaching this code were already parsed by
  * OpenSSL, so malformed input only has to fail safely (null), not diagnostically.
  */
+import { children, oidText, readTlv, type Tlv } from "./der-reader.ts";
 
-interface Tlv {
-  tag: number;
-  /** Offset of the value's first byte. */
-  start: number;
-  /** Offset just past the value. */
-  end: number;
-}
-
-function readTlv(der: Uint8Array, offset: number, limit: number): Tlv | null {
-  if (offset + 2 > limit) return null;
-  const tag = der[offset] ?? 0;
-  let lengthByte = der[offset + 1] ?? 0;
-  let cursor = offset + 2;
-  let length = lengthByte;
-  if (lengthByte & 0x80) {
-    lengthByte &= 0x7f;
-    if (lengthByte === 0 || lengthByte > 4 || cursor + lengthByte > limit) return null;
-    length = 0;
-    for (let i = 0; i < lengthByte; i++) length = length * 256 + (der[cursor + i] ?? 0);
-    cursor += lengthByte;
-  }
-  const end = cursor + length;
-  return end > limit ? null : { tag, start: cursor, end };
-}
-
-/** The children of a constructed value, in order. */
-function children(der: Uint8Array, parent: Tlv): Tlv[] {
-  const out: Tlv[] = [];
-  let offset = parent.start;
-  while (offset < parent.end) {
-    const child = readTlv(der, offset, parent.end);
-    if (!child) return out;
-    out.push(child);
-    offset = child.end;
-  }
-  return out;
+/** The children of a constructed value, or none when it does not split cleanly (caller then gives up). */
+function parts(der: Uint8Array, parent: Tlv): Tlv[] {
+  return children(der, parent) ?? [];
 }
 
 const SEQUENCE = 0x30;
@@ -48,25 +16,6 @@ const OID = 0x06;
 const UTC_TIME = 0x17;
 const GENERALIZED_TIME = 0x18;
 const VERSION_TAG = 0xa0;
-
-function decodeOid(der: Uint8Array, tlv: Tlv): string {
-  const arcs: number[] = [];
-  let value = 0;
-  for (let i = tlv.start; i < tlv.end; i++) {
-    const byte = der[i] ?? 0;
-    value = value * 128 + (byte & 0x7f);
-    if (!(byte & 0x80)) {
-      if (arcs.length === 0) {
-        const first = value < 80 ? Math.floor(value / 40) : 2;
-        arcs.push(first, value - first * 40);
-      } else {
-        arcs.push(value);
-      }
-      value = 0;
-    }
-  }
-  return arcs.join(".");
-}
 
 function decodeTime(der: Uint8Array, tlv: Tlv): Date | null {
   const text = new TextDecoder().decode(der.subarray(tlv.start, tlv.end));
@@ -120,23 +69,23 @@ export interface DerCertificateFields {
 export function readCertificateFields(der: Uint8Array): DerCertificateFields | null {
   const certificate = readTlv(der, 0, der.length);
   if (certificate?.tag !== SEQUENCE) return null;
-  const [tbs, algorithm] = children(der, certificate);
+  const [tbs, algorithm] = parts(der, certificate);
   if (tbs?.tag !== SEQUENCE || algorithm?.tag !== SEQUENCE) return null;
-  const oid = children(der, algorithm)[0];
+  const oid = parts(der, algorithm)[0];
   if (oid?.tag !== OID) return null;
 
-  const tbsFields = children(der, tbs);
+  const tbsFields = parts(der, tbs);
   // version [0] is optional; then serialNumber, signature, issuer, validity.
   const validityIndex = tbsFields[0]?.tag === VERSION_TAG ? 4 : 3;
   const validity = tbsFields[validityIndex];
   if (validity?.tag !== SEQUENCE) return null;
-  const [from, to] = children(der, validity);
+  const [from, to] = parts(der, validity);
   const isTime = (t: Tlv | undefined): t is Tlv => t?.tag === UTC_TIME || t?.tag === GENERALIZED_TIME;
   if (!isTime(from) || !isTime(to)) return null;
   const notBefore = decodeTime(der, from);
   const notAfter = decodeTime(der, to);
   if (!notBefore || !notAfter) return null;
 
-  const dotted = decodeOid(der, oid);
+  const dotted = oidText(der, oid);
   return { signatureAlgorithm: SIGNATURE_ALGORITHMS[dotted] ?? dotted, notBefore, notAfter };
 }

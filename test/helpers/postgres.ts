@@ -40,19 +40,21 @@ export interface PsqlRun {
 }
 
 /**
- * Runs `psql CONNINFO -X ARGS...` (no ~/.psqlrc) with a clean environment. `onSpawn` gets the child,
- * e.g. to interrupt it; it is killed after `timeoutMs` so a hanging connection fails the test instead.
+ * Runs `psql CONNINFO -X ARGS...` (no ~/.psqlrc) with a clean environment (plus `options.env`).
+ * `onSpawn` gets the child, e.g. to interrupt it; it is killed after `timeoutMs` so a hanging
+ * connection fails the test instead.
  */
 export function runPsql(
   conninfo: string,
   args: string[],
   onSpawn?: (child: ChildProcess) => void,
-  timeoutMs = 30_000,
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<PsqlRun> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
   return new Promise((resolve) => {
     const started = performance.now();
     const child = spawn("psql", [conninfo, "-X", ...args], {
-      env: cleanEnv(),
+      env: { ...cleanEnv(), ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
