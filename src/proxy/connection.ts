@@ -8,7 +8,7 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { EntryPoint } from "../config/model.ts";
 import { type ConnectionFacts, type Decision, decide } from "../routing/decide.ts";
-import { canonicalSni } from "../rules/index.ts";
+import { canonicalSni, IpMatcher } from "../rules/index.ts";
 import { parseClientHello } from "../wire/clienthello.ts";
 import {
   classifyPostgresStart,
@@ -17,6 +17,7 @@ import {
   NEGOTIATION_REFUSE,
   SSL_REQUEST,
 } from "../wire/postgres.ts";
+import { decodeProxyHeader } from "../wire/proxy-protocol.ts";
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
 import { dialServer, type ProxyAddresses } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
@@ -34,6 +35,11 @@ export interface ConnectionEnv {
   snapshot: Snapshot;
   entryPoint: EntryPoint;
   log: Logger;
+}
+
+/** One connection's environment plus who it is from: the socket peer, or a trusted PROXY header's source. */
+interface ConnectionState extends ConnectionEnv {
+  peer: ProxyAddresses;
 }
 
 type Classified =
@@ -89,55 +95,29 @@ function classify(bytes: Buffer, postgresAllowed: boolean): Classified | null {
 }
 
 /** Reads until the first bytes say what the connection is, without consuming them for whoever comes next. */
-function peek(
+async function peek(
   socket: Socket,
   initial: Buffer,
   deadline: number,
   postgresAllowed: boolean,
 ): Promise<PeekOutcome> {
-  return new Promise((resolve) => {
-    let bytes = initial;
-    const immediate = classify(bytes, postgresAllowed);
-    if (immediate) {
-      resolve({ kind: "ok", result: immediate, bytes });
-      return;
-    }
-    const cleanup = () => {
-      clearTimeout(timer);
-      socket.removeListener("data", onData);
-      socket.removeListener("end", onEnd);
-      socket.removeListener("close", onEnd);
-      socket.pause();
-    };
-    const onData = (chunk: Buffer) => {
-      bytes = bytes.length === 0 ? chunk : Buffer.concat([bytes, chunk]);
-      const result = classify(bytes, postgresAllowed);
-      if (!result) return;
-      cleanup();
-      resolve({ kind: "ok", result, bytes });
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve({ kind: "closed", bytes });
-    };
-    const timer = setTimeout(
-      () => {
-        cleanup();
-        resolve({ kind: "timeout", bytes });
-      },
-      Math.max(0, deadline - Date.now()),
-    );
-    socket.on("data", onData);
-    socket.once("end", onEnd);
-    socket.once("close", onEnd);
-    socket.resume();
+  const immediate = classify(initial, postgresAllowed);
+  if (immediate) return { kind: "ok", result: immediate, bytes: initial };
+  let result: Classified | null = null;
+  const read = await readUntil(socket, deadline, (more) => {
+    result = classify(initial.length === 0 ? more : Buffer.concat([initial, more]), postgresAllowed);
+    return result !== null;
   });
+  const bytes = initial.length === 0 ? read.bytes : Buffer.concat([initial, read.bytes]);
+  if (read.kind !== "ok" || result === null)
+    return { kind: read.kind === "ok" ? "closed" : read.kind, bytes };
+  return { kind: "ok", result, bytes };
 }
 
 export async function handleConnection(socket: Socket, env: ConnectionEnv): Promise<void> {
   const started = performance.now();
   const { snapshot, entryPoint, log } = env;
-  const clientIp = socket.remoteAddress ?? "";
+  let clientIp = socket.remoteAddress ?? "";
   const record: AccessRecord = {
     entryPoint: entryPoint.name,
     client: `${clientIp.includes(":") ? `[${clientIp}]` : clientIp}:${socket.remotePort ?? 0}`,
@@ -164,31 +144,44 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
   socket.on("error", () => socket.destroy());
   socket.setNoDelay(true);
 
+  const deadline =
+    entryPoint.readTimeoutMs > 0 ? Date.now() + entryPoint.readTimeoutMs : Number.POSITIVE_INFINITY;
+  let bytes: Buffer = Buffer.alloc(0);
+  const state: ConnectionState = { ...env, peer: proxyAddresses(socket) };
+  if (entryPoint.proxyProtocol) {
+    const inbound = await readInboundProxyHeader(socket, deadline, entryPoint.proxyProtocol, state);
+    if (!inbound.ok) {
+      socket.destroy();
+      finish(inbound.reason, inbound.detail);
+      return;
+    }
+    bytes = inbound.rest;
+    clientIp = state.peer.src?.ip ?? clientIp;
+    record.client = formatEndpoint(state.peer.src) ?? record.client;
+  }
+
   const table = snapshot.context.tables.get(entryPoint.name);
   const baseFacts: ConnectionFacts = {
     entryPoint: entryPoint.name,
     sni: "",
     alpn: [],
     clientIp,
-    localIp: socket.localAddress ?? "",
+    localIp: state.peer.dst?.ip ?? socket.localAddress ?? "",
     tls: false,
     postgres: false,
   };
 
   // Server-first protocols: with only plain TCP routers, route without reading a byte.
-  if (table?.fastPath) {
+  if (table?.fastPath && !entryPoint.proxyProtocol) {
     const decision = decide(snapshot.context, baseFacts);
     // A matched router whose middleware refuses (ip_denied) is refused here too, not after reading bytes.
     if (decision.matched) {
-      await execute(socket, decision, Buffer.alloc(0), baseFacts, env, record, finish, 0);
+      await execute(socket, decision, Buffer.alloc(0), baseFacts, state, record, finish, 0);
       return;
     }
   }
 
-  const deadline =
-    entryPoint.readTimeoutMs > 0 ? Date.now() + entryPoint.readTimeoutMs : Number.POSITIVE_INFINITY;
   const hasTlsRoutes = (table?.tls.length ?? 0) > 0;
-  let bytes: Buffer = Buffer.alloc(0);
   const postgresPath: string[] = [];
   for (;;) {
     const outcome = await peek(socket, bytes, deadline, true);
@@ -239,7 +232,7 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
       const facts = { ...baseFacts, tls: true, postgres: true, sni: hello.sni, alpn: hello.alpn };
       record.sni = hello.sni;
       record.alpn = hello.alpn;
-      await execute(socket, decide(snapshot.context, facts), bytes, facts, env, record, finish, deadline);
+      await execute(socket, decide(snapshot.context, facts), bytes, facts, state, record, finish, deadline);
       return;
     }
     if (result.kind === "bad") {
@@ -252,7 +245,7 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
       record.alpn = result.alpn;
       if (postgresPath.length > 0) record.postgres = postgresPath.join("+");
       const facts = { ...baseFacts, tls: true, sni: result.sni, alpn: result.alpn };
-      await execute(socket, decide(snapshot.context, facts), bytes, facts, env, record, finish, deadline);
+      await execute(socket, decide(snapshot.context, facts), bytes, facts, state, record, finish, deadline);
       return;
     }
     // Plain bytes (including a PostgreSQL StartupMessage or CancelRequest).
@@ -260,7 +253,10 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
     if (result.kind === "pg-cancel") postgresPath.push("cancel");
     if (postgresPath.length > 0) record.postgres = postgresPath.join("+");
     const decision = decide(snapshot.context, baseFacts);
-    if (result.kind === "pg-cancel" && (await forwardCancel(socket, bytes, decision.matched, record, finish)))
+    if (
+      result.kind === "pg-cancel" &&
+      (await forwardCancel(socket, bytes, decision.matched, state.peer, record, finish))
+    )
       return;
     if (!decision.matched && result.kind === "pg-startup") {
       // Advise TLS only where a TLS router could take it: without one, sslmode=require just gets our "N".
@@ -284,7 +280,7 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
       finish("no_route", "plaintext PostgreSQL startup and no plain TCP router matches");
       return;
     }
-    await execute(socket, decision, bytes, baseFacts, env, record, finish, deadline);
+    await execute(socket, decision, bytes, baseFacts, state, record, finish, deadline);
     return;
   }
 }
@@ -294,7 +290,7 @@ async function execute(
   decision: Decision,
   peeked: Buffer,
   facts: ConnectionFacts,
-  env: ConnectionEnv,
+  env: ConnectionState,
   record: AccessRecord,
   finish: (reason: AccessReason, detail?: string) => void,
   deadline: number,
@@ -354,7 +350,7 @@ async function serveRoute(
   decision: Decision,
   peeked: Buffer,
   facts: ConnectionFacts,
-  env: ConnectionEnv,
+  env: ConnectionState,
   record: AccessRecord,
   finish: (reason: AccessReason, detail?: string) => void,
   deadline: number,
@@ -402,7 +398,7 @@ async function serveRoute(
     return;
   }
 
-  const proxy = proxyAddresses(socket);
+  const proxy = env.peer;
   let backend: Socket | TLSSocket | null = null;
   let dialedTarget: ServerTarget | null = null;
   const failures: string[] = [];
@@ -490,6 +486,7 @@ async function forwardCancel(
   socket: Socket,
   bytes: Buffer,
   plainRouteExists: boolean,
+  peer: ProxyAddresses,
   record: AccessRecord,
   finish: (reason: AccessReason, detail?: string) => void,
 ): Promise<boolean> {
@@ -508,7 +505,7 @@ async function forwardCancel(
   }
   record.server = owner.address;
   record.service = owner.service;
-  const error = await sendCancel(owner, data, proxyAddresses(socket));
+  const error = await sendCancel(owner, data, peer);
   record.bytesIn = request.consumed;
   socket.destroy();
   if (error) finish("backend_unreachable", `cancel request for process ${request.processId}: ${error}`);
@@ -522,4 +519,98 @@ function proxyAddresses(socket: Socket): ProxyAddresses {
     src: socket.remoteAddress ? { ip: socket.remoteAddress, port: socket.remotePort ?? 0 } : null,
     dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
   };
+}
+
+function formatEndpoint(endpoint: { ip: string; port: number } | null): string | null {
+  if (!endpoint) return null;
+  return `${endpoint.ip.includes(":") ? `[${endpoint.ip}]` : endpoint.ip}:${endpoint.port}`;
+}
+
+type InboundOutcome = { ok: true; rest: Buffer } | { ok: false; reason: AccessReason; detail: string };
+
+/**
+ * Inbound PROXY protocol (v1 or v2) on an entry point that enables it. The header is optional per
+ * connection, as in Traefik. Only peers in trustedIPs (or every peer with insecure) may set the
+ * client address; from anyone else a header is removed and ignored.
+ */
+async function readInboundProxyHeader(
+  socket: Socket,
+  deadline: number,
+  settings: NonNullable<EntryPoint["proxyProtocol"]>,
+  state: ConnectionState,
+): Promise<InboundOutcome> {
+  let decoded: ReturnType<typeof decodeProxyHeader> = { kind: "need-more" };
+  const outcome = await readUntil(socket, deadline, (bytes) => {
+    decoded = decodeProxyHeader(bytes);
+    return decoded.kind !== "need-more";
+  });
+  if (outcome.kind !== "ok") {
+    return {
+      ok: false,
+      reason: outcome.kind === "timeout" ? "timeout" : "no_clienthello",
+      detail: "waiting for a PROXY protocol header",
+    };
+  }
+  const header = decoded as ReturnType<typeof decodeProxyHeader>;
+  if (header.kind === "invalid")
+    return { ok: false, reason: "bad_clienthello", detail: `PROXY protocol header: ${header.reason}` };
+  if (header.kind !== "header") return { ok: true, rest: outcome.bytes };
+  const peerIp = socket.remoteAddress ?? "";
+  const trusted = settings.insecure || trustedProxies(settings).contains(peerIp);
+  if (trusted && header.command === "proxy" && header.src) {
+    state.peer = { src: header.src, dst: header.dst ?? state.peer.dst };
+  }
+  return { ok: true, rest: outcome.bytes.subarray(header.consumed) };
+}
+
+const trustedCache = new WeakMap<object, IpMatcher>();
+
+function trustedProxies(settings: NonNullable<EntryPoint["proxyProtocol"]>): IpMatcher {
+  let matcher = trustedCache.get(settings);
+  if (!matcher) {
+    const parsed = IpMatcher.parse(settings.trustedIPs.map((t) => t.value));
+    // validate reports bad entries; a list that does not parse trusts nobody.
+    matcher = parsed.ok ? parsed.matcher : (IpMatcher.parse([]) as { ok: true; matcher: IpMatcher }).matcher;
+    trustedCache.set(settings, matcher);
+  }
+  return matcher;
+}
+
+/** Reads until `done(bytes)` says enough has arrived; the bytes stay with the caller. */
+function readUntil(
+  socket: Socket,
+  deadline: number,
+  done: (bytes: Buffer) => boolean,
+): Promise<{ kind: "ok" | "closed" | "timeout"; bytes: Buffer }> {
+  return new Promise((resolve) => {
+    let bytes: Buffer = Buffer.alloc(0);
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.removeListener("data", onData);
+      socket.removeListener("end", onEnd);
+      socket.removeListener("close", onEnd);
+      socket.pause();
+    };
+    const onData = (chunk: Buffer) => {
+      bytes = bytes.length === 0 ? chunk : Buffer.concat([bytes, chunk]);
+      if (!done(bytes)) return;
+      cleanup();
+      resolve({ kind: "ok", bytes });
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve({ kind: "closed", bytes });
+    };
+    const timer = setTimeout(
+      () => {
+        cleanup();
+        resolve({ kind: "timeout", bytes });
+      },
+      Math.max(0, deadline - Date.now()),
+    );
+    socket.on("data", onData);
+    socket.once("end", onEnd);
+    socket.once("close", onEnd);
+    socket.resume();
+  });
 }
