@@ -164,6 +164,8 @@ function logMarks(): LogMarks {
 interface Connection {
   id: string;
   since: LogMarks;
+  /** The entry point's port: a client port can be reused at once towards another entry point. */
+  serverPort: number;
 }
 
 interface Client extends Connection {
@@ -216,6 +218,7 @@ function connect(port: number, options: { localAddress?: string } = {}): Promise
         localPort,
         id: `${socket.localAddress}:${localPort}`,
         since,
+        serverPort: port,
         pending: () => buffer,
         line: (timeoutMs = WAIT_MS) =>
           new Promise<string>((resolveLine, rejectLine) => {
@@ -270,7 +273,7 @@ async function request(
   const error = await client.closed;
   clearTimeout(timer);
   if (error?.message.startsWith("still open")) throw error;
-  return { data: client.pending(), id: client.id, since: client.since, error };
+  return { data: client.pending(), id: client.id, since: client.since, serverPort: client.serverPort, error };
 }
 
 /**
@@ -282,7 +285,7 @@ async function askOnce(port: number, text: string): Promise<Connection & { answe
   const client = await connect(port);
   try {
     const answer = await client.ask(text);
-    return { id: client.id, since: client.since, answer };
+    return { id: client.id, since: client.since, serverPort: client.serverPort, answer };
   } finally {
     client.socket.end();
   }
@@ -380,9 +383,16 @@ async function serve(
       assert.ok(port, `entry point ${entryPoint} is listening`);
       return port;
     },
-    access: ({ id, since }) => {
+    access: ({ id, since, serverPort }) => {
       const from = since.get(proc) ?? 0;
-      return waitAfter(from, (l) => l.msg === "connection" && l.client === id);
+      const entryPoint = [...proc.ports].find(([, p]) => p === serverPort)?.[0];
+      return waitAfter(
+        from,
+        (l) =>
+          l.msg === "connection" &&
+          l.client === id &&
+          (entryPoint === undefined || l.entryPoint === entryPoint),
+      );
     },
     mark: () => proc.lines.length,
     waitAfter,
