@@ -19,6 +19,25 @@ const PEERS = path.join(BENCH_DIR, "serve-peers.ts");
 
 export const GiB = 2 ** 30;
 
+/**
+ * The runtime the proxy under test runs on: `TLSROUTE_RUNTIME=node|bun|deno` (default node). Bun and
+ * Deno are the dev dependencies' binaries and run the TypeScript source; load generators and backends
+ * stay on Node, so only the proxy changes. Node-only flags (profilers) are dropped on the others.
+ */
+export const PROXY_RUNTIME: "node" | "bun" | "deno" = (() => {
+  const value = process.env.TLSROUTE_RUNTIME ?? "node";
+  if (value !== "node" && value !== "bun" && value !== "deno")
+    throw new Error(`TLSROUTE_RUNTIME must be node, bun or deno, got "${value}"`);
+  return value;
+})();
+
+function proxyCommand(nodeFlags: string[]): string[] {
+  const bin = (name: string) => path.join(ROOT, "node_modules", ".bin", name);
+  if (PROXY_RUNTIME === "bun") return [bin("bun"), BIN];
+  if (PROXY_RUNTIME === "deno") return [bin("deno"), "run", "-A", BIN];
+  return [process.execPath, ...nodeFlags, BIN];
+}
+
 // ------------------------------------------------------------------------------------- machine
 
 function tryExec(cmd: string, args: string[]): string | null {
@@ -221,7 +240,8 @@ export function printTable(header: string[], rows: string[][]): void {
 export function writeResult(name: string, data: unknown): string {
   const dir = path.join(BENCH_DIR, "results");
   mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${name}.json`);
+  // Figures for another runtime go beside Node's, never over them.
+  const file = path.join(dir, `${name}${PROXY_RUNTIME === "node" ? "" : `-${PROXY_RUNTIME}`}.json`);
   writeFileSync(file, `${JSON.stringify(data, null, 2)}\n`);
   return path.relative(process.cwd(), file);
 }
@@ -424,9 +444,7 @@ export async function startProxy(options: {
   const argv = withFdLimit(
     [
       ...pinPrefix(options.pin === false ? null : 1),
-      process.execPath,
-      ...(options.nodeFlags ?? []),
-      BIN,
+      ...proxyCommand(options.nodeFlags ?? []),
       "serve",
       "-c",
       options.config,

@@ -36,6 +36,7 @@ import {
 import { runAll, runOn, runtimeUnderTest, type ServeOn, serveOn } from "./helpers/runtime.ts";
 
 const RUNTIME = runtimeUnderTest();
+/** Until src/inspect/probe.ts stops passing OpenSSL's @SECLEVEL=0, which BoringSSL refuses. */
 const HOST = "127.0.0.1";
 
 // ----- validate and explain: the same answers as Node --------------------------------------------------
@@ -294,24 +295,22 @@ describe("Deno without a permission says which flag to add", {
     assert.match(run.stderr, /Deno refused: Requires net access/);
     assert.match(run.stderr, /hint: Add --allow-net/);
   });
-
-  it("inspect without --ca needs --allow-sys (the default trust store)", async () => {
-    const run = await runOn("deno", ["inspect", "127.0.0.1:9", "--insecure"], {
-      denoFlags: ["--allow-net", "--allow-env"],
-    });
-    assert.equal(run.code, 2);
-    assert.match(run.stderr, /--allow-sys/);
-  });
 });
 
 // ----- serve and inspect ---------------------------------------------------------------------------------
 
 const TERM_NAME = "term.test.localhost";
 const CLOSE_NAME = "close.test.localhost";
+/** No certificate covers it: serve presents its generated, self-signed one. */
+const GENERATED_NAME = "generated.test.localhost";
 const SINK_NAME = "sink.test.localhost";
 const PASS_NAME = "pass.test.localhost";
 const DB_NAME = "db.test.localhost";
 const ONE_MIB = 1024 * 1024;
+/** Deno loses a TLS end of stream that arrives while the socket is paused: more than socket buffers hold. */
+const LARGE_UPLOAD = 8 * ONE_MIB;
+/** What loopback socket buffers absorb without backpressure: fine everywhere. */
+const SMALL_UPLOAD = 64 * 1024;
 
 interface World {
   dir: string;
@@ -335,9 +334,16 @@ function listen(server: net.Server): Promise<number> {
   );
 }
 
-/** Counts what the client sends and answers `done:<bytes>` after the client's end, then ends too. */
-function countingPeer(socket: net.Socket | tls.TLSSocket): void {
+/**
+ * Counts what the client sends and answers `done:<bytes>` after the client's end, then ends too.
+ * `startAfterMs` delays reading, so that a large upload meets backpressure in the proxy.
+ */
+function countingPeer(socket: net.Socket | tls.TLSSocket, startAfterMs = 0): void {
   let bytes = 0;
+  if (startAfterMs > 0) {
+    socket.pause();
+    setTimeout(() => socket.resume(), startAfterMs);
+  }
   socket.on("data", (d: Buffer) => {
     bytes += d.length;
   });
@@ -398,13 +404,21 @@ function config(): unknown {
       routers: {
         term: { rule: `HostSNI(\`${TERM_NAME}\`)`, service: "whoami", tls: { options: "modern" } },
         close: { rule: `HostSNI(\`${CLOSE_NAME}\`)`, service: "whoami", tls: {} },
+        generated: { rule: `HostSNI(\`${GENERATED_NAME}\`)`, service: "whoami", tls: {} },
         sink: { rule: `HostSNI(\`${SINK_NAME}\`)`, service: "sink", tls: {} },
         pass: { rule: `HostSNI(\`${PASS_NAME}\`)`, service: "pass", tls: { passthrough: true } },
         db: { rule: `HostSNI(\`${DB_NAME}\`)`, service: "db", tls: {} },
       },
+      serversTransports: { patient: { terminationDelay: "5s" } },
       services: {
         whoami: service("whoami@internal"),
-        sink: service(`${HOST}:${(w.sinkBackend.address() as net.AddressInfo).port}`),
+        // The sink answers after the client's end, later than the default 100ms terminationDelay allows.
+        sink: {
+          loadBalancer: {
+            servers: [{ address: `${HOST}:${(w.sinkBackend.address() as net.AddressInfo).port}` }],
+            serversTransport: "patient",
+          },
+        },
         pass: service(`${HOST}:${(w.passBackend.address() as net.AddressInfo).port}`),
         db: service(`${HOST}:${w.postgres?.port ?? 9}`),
       },
@@ -506,7 +520,7 @@ describe(`serve and inspect on ${RUNTIME}`, () => {
       { key: w.backendCert.keyPem, cert: w.backendCert.chainPem, allowHalfOpen: true },
       countingPeer,
     );
-    w.sinkBackend = net.createServer({ allowHalfOpen: true }, countingPeer);
+    w.sinkBackend = net.createServer({ allowHalfOpen: true }, (socket) => countingPeer(socket, 300));
     await Promise.all([listen(w.passBackend), listen(w.sinkBackend)]);
     w.postgres = postgresSkip === false && psqlAvailable ? await startPostgres() : null;
     const openssl = await startOpensslServer(w.backendCert);
@@ -552,9 +566,7 @@ describe(`serve and inspect on ${RUNTIME}`, () => {
     assert.equal(line.tlsVersion, "TLSv1.3");
   });
 
-  it("closes a whoami connection as soon as the client has read the line", {
-    todo: "connection.ts: resume the TLS socket after end(line), see the runtimes report",
-  }, async () => {
+  it("closes a whoami connection as soon as the client has read the line", async () => {
     // The client says something whoami does not read (as psql's StartupMessage), then waits for the close.
     await opensslClient(w.serve.ports.get("websecure")!, CLOSE_NAME, ["-quiet"], "ping\n");
     const access = await w.serve.waitFor((l) => l.msg === "connection" && l.sni === CLOSE_NAME, 3000);
@@ -568,11 +580,20 @@ describe(`serve and inspect on ${RUNTIME}`, () => {
     assert.equal(result.reply, `done:${ONE_MIB}\n`);
   });
 
-  it("terminates TLS in front of a TCP backend: 1 MiB then the client's end reach the backend", async () => {
-    const result = await uploadThenEnd(w.serve.ports.get("websecure")!, SINK_NAME, ONE_MIB, 8_000);
+  it("terminates TLS in front of a slow TCP backend: 64 KiB then the client's end reach it", async () => {
+    const result = await uploadThenEnd(w.serve.ports.get("websecure")!, SINK_NAME, SMALL_UPLOAD);
     assert.equal(result.peerFingerprint, fingerprintOf(w.proxyCert.certPem));
+    assert.equal(result.reply, `done:${SMALL_UPLOAD}\n`);
+  });
+
+  it("terminates TLS in front of a slow TCP backend: 8 MiB then the client's end reach it", {
+    todo:
+      RUNTIME === "deno" &&
+      "Deno loses the TLS end of stream of a paused socket (README: Runtimes); relay needs an idle bound there",
+  }, async () => {
+    const result = await uploadThenEnd(w.serve.ports.get("websecure")!, SINK_NAME, LARGE_UPLOAD, 5_000);
     assert.equal(result.timedOut, false, "the client's end never reached the backend");
-    assert.equal(result.reply, `done:${ONE_MIB}\n`);
+    assert.equal(result.reply, `done:${LARGE_UPLOAD}\n`);
   });
 
   it("PostgreSQL STARTTLS: psql with sslmode=require reaches the cluster through the terminating route", {
@@ -588,7 +609,7 @@ describe(`serve and inspect on ${RUNTIME}`, () => {
     assert.match(run.stdout, /SSL connection \(protocol: TLSv1\.3/);
   });
 
-  it("inspect a local openssl s_server: the same report as on Node", async () => {
+  it("inspect a local openssl s_server: the same report as on Node", {}, async () => {
     const args = [
       "inspect",
       `${HOST}:${w.opensslPort}`,
@@ -596,22 +617,55 @@ describe(`serve and inspect on ${RUNTIME}`, () => {
       "localhost",
       "--ca",
       w.ca.certFile,
+      "--timeout",
+      "3s",
       "--format",
       "json",
     ];
     const [node, other] = await Promise.all([runOn("node", args), runOn(RUNTIME, args)]);
     assert.equal(other.code, node.code, other.stderr);
+    type Report = Record<string, unknown> & { tls: Record<string, unknown> | null; chain: unknown[] };
     const comparable = (stdout: string) => {
-      const report = JSON.parse(stdout) as Record<string, unknown> & { tls: Record<string, unknown> | null };
-      // Timings and our port differ every run; the key exchange group is not exposed on Deno.
-      const { timings: _t, localAddress: _l, ...rest } = report;
-      return { ...rest, tls: report.tls ? { ...report.tls, group: null } : null };
+      const report = JSON.parse(stdout) as Report;
+      // Timings and our port differ every run. Which TLS 1.3 suite wins is the client's preference
+      // (Bun's BoringSSL puts AES-128 first), and Deno does not expose the group.
+      const { timings: _t, localAddress: _l, chain, ...rest } = report;
+      return {
+        ...rest,
+        tls: report.tls ? { ...report.tls, cipher: null, group: null } : null,
+        leaf: chain[0],
+      };
     };
     assert.deepEqual(comparable(other.stdout), comparable(node.stdout));
-    assert.equal((JSON.parse(other.stdout) as { ok: boolean }).ok, true);
+    // s_server sends leaf and CA. Node reports both; Bun and Deno report only the leaf
+    // (getPeerCertificate(true) drops what the server sent after it): README, Runtimes.
+    const chainLength = (JSON.parse(other.stdout) as Report).chain.length;
+    assert.equal(chainLength, RUNTIME === "node" ? 2 : 1);
   });
 
-  it("inspect --starttls postgres against serve: TLS after S, and the route the configuration gives", async () => {
+  it("Deno: inspect without --ca needs --allow-sys (the default trust store)", {
+    skip: RUNTIME !== "deno" && "Deno only",
+  }, async () => {
+    // A self-signed certificate (serve's generated one) is looked up in the default trust store.
+    const args = [
+      "inspect",
+      `${HOST}:${w.serve.ports.get("websecure")!}`,
+      "--sni",
+      GENERATED_NAME,
+      "--insecure",
+    ];
+    const denied = await runOn("deno", args, {
+      denoFlags: ["--allow-net", "--allow-env"],
+    });
+    assert.equal(denied.code, 2);
+    assert.match(denied.stderr, /hint: Add --allow-sys/);
+    const allowed = await runOn("deno", args, {
+      denoFlags: ["--allow-net", "--allow-env", "--allow-sys"],
+    });
+    assert.equal(allowed.code, 0, allowed.stderr);
+  });
+
+  it("inspect --starttls postgres against serve: TLS after S, and the route the configuration gives", {}, async () => {
     const port = w.serve.ports.get("websecure")!;
     const run = await runOn(RUNTIME, [
       "inspect",

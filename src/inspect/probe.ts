@@ -314,7 +314,12 @@ export function probe(options: ProbeOptions): Promise<ProbeResult> {
           : {}),
         // Report old protocols and weak keys instead of refusing to talk to them.
         minVersion: "TLSv1",
-        ciphers: `${tls.DEFAULT_CIPHERS}:@SECLEVEL=0`,
+        // OpenSSL needs its security level lowered to talk to old servers; BoringSSL (Bun) has no such
+        // directive and refuses the whole cipher string when it is present.
+        ciphers:
+          typeof (globalThis as { Bun?: unknown }).Bun === "undefined"
+            ? `${tls.DEFAULT_CIPHERS}:@SECLEVEL=0`
+            : tls.DEFAULT_CIPHERS,
         rejectUnauthorized: false,
         checkServerIdentity: () => undefined,
       });

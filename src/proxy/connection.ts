@@ -390,6 +390,8 @@ async function serveRoute(
     record.bytesIn = decision.mode === "terminate" ? 0 : peeked.length;
     record.bytesOut = Buffer.byteLength(line);
     client.end(line);
+    // Read (and drop) what the client still sends, so its close is seen and the socket ends promptly.
+    client.resume();
     await new Promise<void>((resolve) => {
       client.once("close", () => resolve());
       setTimeout(resolve, 1000).unref();

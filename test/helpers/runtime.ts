@@ -31,6 +31,9 @@ export const DENO_FLAGS = {
 
 export type CommandName = keyof typeof DENO_FLAGS;
 
+/** No colour, and no "a new release of Deno is available" on stderr (nor its network lookup). */
+const QUIET_ENV = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
+
 export interface Invocation {
   command: string;
   args: string[];
@@ -78,7 +81,7 @@ export function runOn(
   return new Promise((resolve, reject) => {
     const child = spawn(command, argv, {
       cwd: options.cwd ?? ROOT,
-      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
+      env: { ...process.env, ...QUIET_ENV, FORCE_COLOR: "0" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -136,7 +139,7 @@ export async function serveOn(
   options: { entryPoints?: number; denoFlags?: readonly string[] } = {},
 ): Promise<ServeOn> {
   const { command, args: argv } = invocation(runtime, ["serve", "--log-format", "json", ...args], options);
-  const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
+  const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...QUIET_ENV } });
   const lines: LogLine[] = [];
   const other: string[] = [];
   const waiters: { match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
