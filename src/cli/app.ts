@@ -139,8 +139,13 @@ async function denoPreflight(command: CommandName, cmd: CommandDef<ArgsDef>, arg
     }
   }
   if (command === "serve") {
-    process.on("uncaughtException", (err) => {
-      process.exitCode = reportFailure(err, false, command);
+    // Installing the handler takes over every uncaught exception: others end the process as before.
+    process.on("uncaughtException", (err: Error) => {
+      if (isDenoPermissionError(err)) process.exitCode = reportFailure(err, false, command);
+      else {
+        process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+        process.exitCode = 1;
+      }
       process.exit();
     });
   }

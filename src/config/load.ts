@@ -73,8 +73,15 @@ function expandPath(
   let stat: ReturnType<typeof statSync>;
   try {
     stat = statSync(path);
-  } catch {
-    throw new LoadFailure(`${origin} "${path}" does not exist`, `Check the path; ${relativeTo}.`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") {
+      throw new LoadFailure(`${origin} "${path}" does not exist`, `Check the path; ${relativeTo}.`);
+    }
+    throw new LoadFailure(
+      `${origin} "${path}" cannot be read (${code ?? String(err)})`,
+      "Check its permissions.",
+    );
   }
   if (stat.isDirectory()) {
     const files = configFilesIn(path);

@@ -141,7 +141,7 @@ export function certificateInfo(x509: X509Certificate): CertificateInfo {
     notBefore: fields?.notBefore ?? new Date(x509.validFrom),
     notAfter: fields?.notAfter ?? new Date(x509.validTo),
     fingerprint256: x509.fingerprint256,
-    serialNumber: x509.serialNumber.toUpperCase(),
+    serialNumber: serialHex(x509.serialNumber),
     keyType: key.keyType,
     keySize: key.keySize,
     curve: key.curve,
@@ -439,4 +439,13 @@ export function expiryStatus(
   const daysLeft = Math.floor(remaining / DAY_MS);
   if (remaining < 0) return { status: "expired", daysLeft };
   return { status: remaining < warnDays * DAY_MS ? "expiring" : "ok", daysLeft };
+}
+
+/**
+ * The serial as whole bytes of upper-case hex, as `openssl x509 -serial` prints it. Deno drops a leading
+ * zero nibble (`B56…` for `0B56…`); Node keeps it. Padding to whole bytes makes every runtime agree.
+ */
+export function serialHex(serial: string): string {
+  const hex = serial.toUpperCase();
+  return hex.length % 2 === 1 ? `0${hex}` : hex;
 }
