@@ -189,9 +189,7 @@ function readEntryPoint(
     };
     pp.finish(["trustedIPs", "insecure"]);
   }
-  for (const ignoredKey of ["http", "http2", "http3", "udp", "forwardedHeaders", "observability"]) {
-    r.entry(ignoredKey);
-  }
+  for (const key of ENTRYPOINT_HTTP_KEYS) r.entry(key);
   r.finish([
     "address",
     "asDefault",
@@ -199,12 +197,7 @@ function readEntryPoint(
     "allowACMEByPass",
     "transport",
     "proxyProtocol",
-    "http",
-    "http2",
-    "http3",
-    "udp",
-    "forwardedHeaders",
-    "observability",
+    ...ENTRYPOINT_HTTP_KEYS,
   ]);
   if (!checkName(name, keyPos, r.path, diags)) return null;
   if (!address) {
@@ -253,6 +246,9 @@ function readEntryPoint(
     proxyProtocol,
   };
 }
+
+/** Entry point keys that only configure Traefik's HTTP server: accepted, without effect on TCP routing. */
+const ENTRYPOINT_HTTP_KEYS = ["http", "http2", "http3", "udp", "forwardedHeaders", "observability"];
 
 export type ListenAddress =
   | { ok: true; host: string; port: number; protocol: "tcp" | "udp" }
@@ -760,6 +756,19 @@ function readStore(
 
 const CHALLENGES = ["tlsChallenge", "httpChallenge", "dnsChallenge"] as const;
 
+/** Traefik ACME keys that are valid but have no meaning for tlsroute yet: accepted, not reported. */
+const ACME_KEYS_NOT_USED = [
+  "preferredChain",
+  "eab",
+  "caSystemCertPool",
+  "caServerName",
+  "clientTimeout",
+  "clientResponseHeaderTimeout",
+  "profile",
+  "emailAddresses",
+  "disableCommonName",
+];
+
 function readResolver(
   name: string,
   r: MapReader,
@@ -814,19 +823,7 @@ function readResolver(
     const entry = acme.entry(challenge);
     if (entry && !resolver.challenge) resolver.challenge = { value: challenge, pos: entry.keyPos };
   }
-  for (const key of [
-    "preferredChain",
-    "eab",
-    "caSystemCertPool",
-    "caServerName",
-    "clientTimeout",
-    "clientResponseHeaderTimeout",
-    "profile",
-    "emailAddresses",
-    "disableCommonName",
-  ]) {
-    acme.entry(key);
-  }
+  for (const key of ACME_KEYS_NOT_USED) acme.entry(key);
   acme.finish([
     "email",
     "storage",
@@ -835,15 +832,7 @@ function readResolver(
     "certificatesDuration",
     "caCertificates",
     ...CHALLENGES,
-    "preferredChain",
-    "eab",
-    "caSystemCertPool",
-    "caServerName",
-    "clientTimeout",
-    "clientResponseHeaderTimeout",
-    "profile",
-    "emailAddresses",
-    "disableCommonName",
+    ...ACME_KEYS_NOT_USED,
   ]);
   return resolver;
 }
