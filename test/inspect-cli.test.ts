@@ -15,7 +15,7 @@ import { after, before, describe, it } from "node:test";
 import { alertFromError } from "../src/inspect/failures.ts";
 import { chooseEntryPoint } from "../src/inspect/route.ts";
 import { chooseSni, parseTarget } from "../src/inspect/target.ts";
-import { BIN, type CliResult, ROOT } from "./helpers/cli.ts";
+import { type CliResult, parseJsonOutput, ROOT, runCliAsync } from "./helpers/cli.ts";
 import { type IssuedCert, makePki, type Pki, type TestCa } from "./helpers/pki.ts";
 import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
 
@@ -89,40 +89,11 @@ interface InspectJson {
 // ----- running the CLI (async: the servers below live in this process) -------------------------------------
 
 function inspect(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, "inspect", ...args], {
-      cwd: ROOT,
-      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8");
-    child.stderr.setEncoding("utf8");
-    child.stdout.on("data", (s: string) => {
-      stdout += s;
-    });
-    child.stderr.on("data", (s: string) => {
-      stderr += s;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`inspect ${args.join(" ")} did not finish:\n${stdout}\n${stderr}`));
-    }, 30_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
+  return runCliAsync(["inspect", ...args]);
 }
 
 async function inspectJson(args: string[]): Promise<CliResult & { json: InspectJson }> {
-  const result = await inspect([...args, "--format", "json"]);
-  try {
-    return { ...result, json: JSON.parse(result.stdout) as InspectJson };
-  } catch {
-    throw new Error(`stdout is not JSON (exit ${result.code}):\n${result.stdout}\nstderr:\n${result.stderr}`);
-  }
+  return parseJsonOutput<InspectJson>(await inspect([...args, "--format", "json"]));
 }
 
 // ----- servers ---------------------------------------------------------------------------------------------

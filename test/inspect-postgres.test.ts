@@ -5,12 +5,12 @@
  * a subprocess: run `npm run build` first when running this file on its own.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { BIN, type CliResult, ROOT } from "./helpers/cli.ts";
+import { type CliResult, parseJsonOutput, runCliAsync } from "./helpers/cli.ts";
 import { type IssuedCert, makePki, type TestCa } from "./helpers/pki.ts";
 import { type PostgresServer, postgresMajor, postgresSkip, startPostgres } from "./helpers/postgres.ts";
 import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
@@ -41,40 +41,11 @@ interface InspectJson {
 }
 
 function inspect(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, "inspect", ...args], {
-      cwd: ROOT,
-      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8");
-    child.stderr.setEncoding("utf8");
-    child.stdout.on("data", (s: string) => {
-      stdout += s;
-    });
-    child.stderr.on("data", (s: string) => {
-      stderr += s;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`inspect ${args.join(" ")} did not finish:\n${stdout}\n${stderr}`));
-    }, 30_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
+  return runCliAsync(["inspect", ...args]);
 }
 
 async function inspectJson(args: string[]): Promise<CliResult & { json: InspectJson }> {
-  const result = await inspect([...args, "--format", "json"]);
-  try {
-    return { ...result, json: JSON.parse(result.stdout) as InspectJson };
-  } catch {
-    throw new Error(`stdout is not JSON (exit ${result.code}):\n${result.stdout}\nstderr:\n${result.stderr}`);
-  }
+  return parseJsonOutput<InspectJson>(await inspect([...args, "--format", "json"]));
 }
 
 /** The SHA-256 fingerprint as `openssl x509` prints it (AA:BB:…). */

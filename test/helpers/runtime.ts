@@ -5,10 +5,10 @@
  * node_modules/.bin. Deno gets only the permissions the README documents for each command, so the
  * documentation is tested too.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import path from "node:path";
 import type { TlsRuntime } from "../../src/tls/runtime-support.ts";
-import { BIN, ROOT } from "./cli.ts";
+import { BIN, ROOT, spawnCollect } from "./cli.ts";
+import { type ServeProcess, startServe } from "./serve.ts";
 
 export type Runtime = TlsRuntime;
 
@@ -78,27 +78,7 @@ export function runOn(
   options: { denoFlags?: readonly string[]; bin?: string; cwd?: string; timeoutMs?: number } = {},
 ): Promise<RunResult> {
   const { command, args: argv } = invocation(runtime, args, options);
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, {
-      cwd: options.cwd ?? ROOT,
-      env: { ...process.env, ...QUIET_ENV, FORCE_COLOR: "0" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 30_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return spawnCollect(command, argv, { ...options, env: QUIET_ENV });
 }
 
 /** Runs commands with at most `limit` at a time, results in input order. */
@@ -115,102 +95,18 @@ export async function runAll<T>(jobs: (() => Promise<T>)[], limit = 4): Promise<
   return results;
 }
 
-export interface LogLine {
-  level: string;
-  msg: string;
-  [key: string]: unknown;
-}
-
-export interface ServeOn {
-  child: ChildProcessWithoutNullStreams;
-  /** entry point name → bound port */
-  ports: Map<string, number>;
-  lines: LogLine[];
-  /** stderr and non-JSON stdout */
-  other: string[];
-  waitFor(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
-}
+export type ServeOn = ServeProcess;
 
 /** Starts `serve --log-format json` under `runtime` and waits for one `listening` line per entry point. */
-export async function serveOn(
+export function serveOn(
   runtime: Runtime,
   args: string[],
   options: { entryPoints?: number; denoFlags?: readonly string[] } = {},
 ): Promise<ServeOn> {
-  const { command, args: argv } = invocation(runtime, ["serve", "--log-format", "json", ...args], options);
-  const child = spawn(command, argv, { cwd: ROOT, env: { ...process.env, ...QUIET_ENV } });
-  const lines: LogLine[] = [];
-  const other: string[] = [];
-  const waiters: { match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
-  let exit: number | null | undefined;
-  const exited = new Promise<number | null>((resolve) =>
-    child.on("exit", (code) => {
-      exit = code;
-      resolve(code);
-    }),
-  );
-  let pending = "";
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    pending += chunk;
-    for (let nl = pending.indexOf("\n"); nl !== -1; nl = pending.indexOf("\n")) {
-      const text = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      let line: LogLine;
-      try {
-        line = JSON.parse(text) as LogLine;
-      } catch {
-        other.push(text);
-        continue;
-      }
-      lines.push(line);
-      for (const w of [...waiters]) {
-        if (w.match(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
-      }
-    }
+  return startServe(args, {
+    runtime,
+    expectEntryPoints: options.entryPoints ?? 1,
+    startTimeoutMs: 20_000,
+    ...(options.denoFlags ? { denoFlags: options.denoFlags } : {}),
   });
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => other.push(chunk));
-  const describe = () =>
-    `${lines.map((l) => JSON.stringify(l)).join("\n")}\n${other.join("")}\n(exit ${String(exit)})`;
-  const waitFor = (match: (l: LogLine) => boolean, timeoutMs = 10_000) =>
-    new Promise<LogLine>((resolve, reject) => {
-      const seen = lines.find(match);
-      if (seen) return resolve(seen);
-      const timer = setTimeout(() => reject(new Error(`no such log line; got:\n${describe()}`)), timeoutMs);
-      waiters.push({
-        match,
-        resolve: (l) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      });
-      void exited.then(() => {
-        clearTimeout(timer);
-        reject(new Error(`serve exited before the log line:\n${describe()}`));
-      });
-    });
-  const ports = new Map<string, number>();
-  while (ports.size < (options.entryPoints ?? 1)) {
-    const line = await waitFor((l) => l.msg === "listening" && !ports.has(String(l.entryPoint)), 20_000);
-    const address = String(line.address);
-    ports.set(String(line.entryPoint), Number(address.slice(address.lastIndexOf(":") + 1)));
-  }
-  return {
-    child,
-    ports,
-    lines,
-    other,
-    waitFor,
-    async stop(signal: NodeJS.Signals = "SIGTERM") {
-      if (exit !== undefined) return exit;
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
 }

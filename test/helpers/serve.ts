@@ -4,7 +4,8 @@
  * `--entrypoint NAME=127.0.0.1:0` (or in the config) so tests never collide.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
-import { BIN, ROOT } from "./cli.ts";
+import { ROOT } from "./cli.ts";
+import { invocation, type Runtime } from "./runtime.ts";
 
 export interface LogLine {
   time: string;
@@ -36,11 +37,15 @@ export async function startServe(
     env?: NodeJS.ProcessEnv;
     startTimeoutMs?: number;
     expectEntryPoints?: number;
+    /** The runtime serve runs on (default node); for Deno, permissions instead of the documented ones. */
+    runtime?: Runtime;
+    denoFlags?: readonly string[];
   } = {},
 ): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [BIN, "serve", "--log-format", "json", ...args], {
+  const command = invocation(options.runtime ?? "node", ["serve", "--log-format", "json", ...args], options);
+  const child = spawn(command.command, command.args, {
     cwd: options.cwd ?? ROOT,
-    env: { ...process.env, NO_COLOR: "1", ...options.env },
+    env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...options.env },
   });
   const lines: LogLine[] = [];
   const other: string[] = [];
@@ -52,6 +57,7 @@ export async function startServe(
       resolve(code);
     }),
   );
+  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
   let pending = "";
   child.stdout.setEncoding("utf8");
   child.stdout.on("data", (chunk: string) => {
@@ -97,6 +103,15 @@ export async function startServe(
           clearTimeout(timer);
           resolve(l);
         },
+      });
+      // Once its output is closed no line can come: fail now instead of at the timeout.
+      void closed.then(() => {
+        clearTimeout(timer);
+        reject(
+          new Error(
+            `serve exited (${String(exitCode)}) before the log line; got:\n${lines.map((l) => JSON.stringify(l)).join("\n")}\n${other.join("")}`,
+          ),
+        );
       });
     });
 
