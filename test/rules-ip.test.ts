@@ -175,3 +175,12 @@ describe("IpMatcher properties", () => {
     );
   });
 });
+
+describe("IpMatcher.nobody", () => {
+  it("contains no address, and says so", () => {
+    const nobody = IpMatcher.nobody();
+    for (const ip of ["127.0.0.1", "::1", "10.0.0.1", "::ffff:10.0.0.1", ""])
+      assert.equal(nobody.contains(ip), false, ip);
+    assert.equal(nobody.describe(), "(no valid address or range)");
+  });
+});

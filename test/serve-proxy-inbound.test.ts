@@ -14,15 +14,15 @@ import { type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "tlsroute-proxy-in-"));
 
-function config(trusted: string): string {
-  const file = path.join(dir, `trusted-${trusted.replace(/[^0-9]/g, "_")}.yml`);
+function config(trusted: string | null): string {
+  const file = path.join(dir, `trusted-${(trusted ?? "none").replace(/[^0-9a-z]/g, "_")}.yml`);
   writeFileSync(
     file,
     `entryPoints:
   lb:
     address: "127.0.0.1:0"
     proxyProtocol:
-      trustedIPs: ["${trusted}"]
+      trustedIPs: [${trusted === null ? "" : `"${trusted}"`}]
 tcp:
   routers:
     from-office:
@@ -109,6 +109,16 @@ describe("inbound PROXY protocol", () => {
     const header = encodeProxyHeader(1, { ip: "10.1.2.3", port: 5555 }, { ip: "127.0.0.1", port });
     const answer = JSON.parse(await plainExchange(port, Buffer.concat([header, Buffer.from("hello")])));
     assert.equal(answer.router, "others", "the forged 10.x address must not reach the ClientIP rule");
+    assert.match(answer.client, /^127\.0\.0\.1:\d+$/);
+  });
+
+  it("an empty trustedIPs list trusts nobody: the header is removed, the connection still served", async () => {
+    const serve = await startServe(["-c", config(null)]);
+    running.push(serve);
+    const port = serve.ports.get("lb")!;
+    const header = encodeProxyHeader(2, { ip: "10.1.2.3", port: 5555 }, { ip: "127.0.0.1", port });
+    const answer = JSON.parse(await plainExchange(port, Buffer.concat([header, Buffer.from("hello")])));
+    assert.equal(answer.router, "others");
     assert.match(answer.client, /^127\.0\.0\.1:\d+$/);
   });
 

@@ -572,7 +572,7 @@ function trustedProxies(settings: NonNullable<EntryPoint["proxyProtocol"]>): IpM
   if (!matcher) {
     const parsed = IpMatcher.parse(settings.trustedIPs.map((t) => t.value));
     // validate reports bad entries; a list that does not parse trusts nobody.
-    matcher = parsed.ok ? parsed.matcher : (IpMatcher.parse([]) as { ok: true; matcher: IpMatcher }).matcher;
+    matcher = parsed.ok ? parsed.matcher : IpMatcher.nobody();
     trustedCache.set(settings, matcher);
   }
   return matcher;

@@ -41,10 +41,7 @@ export function buildRoutingContext(
     if (mw.type !== "ipAllowList") continue;
     const parsed = IpMatcher.parse(mw.sourceRange.map((r) => r.value));
     // An allow-list that does not parse admits nobody: failing closed is the safe reading of a typo.
-    ipAllowLists.set(
-      mw.name,
-      parsed.ok ? parsed.matcher : (IpMatcher.parse([]) as { ok: true; matcher: IpMatcher }).matcher,
-    );
+    ipAllowLists.set(mw.name, parsed.ok ? parsed.matcher : IpMatcher.nobody());
   }
   return {
     tables: compiled.tables,

@@ -239,6 +239,11 @@ export type IpMatcherParse =
 export class IpMatcher {
   private constructor(private readonly ranges: readonly IpRange[]) {}
 
+  /** A matcher that contains no address: what an allow-list or trusted list that does not parse means. */
+  static nobody(): IpMatcher {
+    return new IpMatcher([]);
+  }
+
   /** Accepts IPs and CIDR ranges (host bits allowed: 1.2.3.4/24 is 1.2.3.0/24). */
   static parse(ranges: readonly string[]): IpMatcherParse {
     if (ranges.length === 0) {
@@ -282,6 +287,8 @@ export class IpMatcher {
 
   /** The ranges in canonical form, e.g. `10.0.0.0/8, ::1`. */
   describe(): string {
-    return this.ranges.map((r) => r.display).join(", ");
+    return this.ranges.length > 0
+      ? this.ranges.map((r) => r.display).join(", ")
+      : "(no valid address or range)";
   }
 }
