@@ -41,17 +41,3 @@ export function parseDuration(input: string | number): DurationResult {
   }
   return { ok: true, ms: sign * total };
 }
-
-/** Formats milliseconds back in Go style, for messages and `explain` output. */
-export function formatDuration(ms: number): string {
-  if (ms === 0) return "0s";
-  if (Math.abs(ms) < 1000) return `${ms}ms`;
-  const seconds = ms / 1000;
-  if (Math.abs(seconds) < 60 || !Number.isInteger(seconds)) return `${seconds}s`;
-  const m = Math.trunc(seconds / 60);
-  const s = seconds % 60;
-  if (Math.abs(m) < 60) return s ? `${m}m${s}s` : `${m}m`;
-  const h = Math.trunc(m / 60);
-  const rest = m % 60;
-  return `${h}h${rest ? `${rest}m` : ""}${s ? `${s}s` : ""}`;
-}

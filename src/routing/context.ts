@@ -2,32 +2,27 @@
  * Builds the RoutingContext that `decide` reads: the route tables plus what the decision needs from
  * TLS options, middlewares and the certificate catalog, each resolved once.
  */
-import type { Model } from "../config/model.ts";
+import type { Model, TlsOptions } from "../config/model.ts";
 import { IpMatcher } from "../rules/index.ts";
 import type { CertificateCatalog } from "../tls/catalog.ts";
-import { DEFAULT_ALPN_PROTOCOLS, effectiveClientAuthType } from "../tls/names.ts";
+import { nodeTlsSettings } from "../tls/node-options.ts";
 import type { CompiledConfig } from "./compile.ts";
 import type { EffectiveTlsOptions, RoutingContext } from "./decide.ts";
 
+/** What decide() needs of each TLS options, from the same mapping the TLS handshake uses. */
 export function effectiveTlsOptions(model: Model): Map<string, EffectiveTlsOptions> {
   const out = new Map<string, EffectiveTlsOptions>();
-  out.set("default", {
-    name: "default",
-    sniStrict: false,
-    alpnProtocols: DEFAULT_ALPN_PROTOCOLS,
-    clientAuthType: "NoClientCert",
-  });
-  for (const option of model.tlsOptions.values()) {
-    const auth = option.clientAuth;
-    out.set(option.name, {
-      name: option.name,
-      sniStrict: option.sniStrict,
-      alpnProtocols: option.alpnProtocols ? option.alpnProtocols.map((p) => p.value) : DEFAULT_ALPN_PROTOCOLS,
-      clientAuthType:
-        effectiveClientAuthType(auth?.clientAuthType?.value, (auth?.caFiles.length ?? 0) > 0) ??
-        "NoClientCert",
+  const add = (name: string, option: TlsOptions | null) => {
+    const settings = nodeTlsSettings(option);
+    out.set(name, {
+      name,
+      sniStrict: settings.sniStrict,
+      alpnProtocols: settings.alpnProtocols,
+      clientAuthType: settings.clientAuth,
     });
-  }
+  };
+  add("default", null);
+  for (const option of model.tlsOptions.values()) add(option.name, option);
   return out;
 }
 
