@@ -723,3 +723,10 @@ export function printProfile(summary: ProfileSummary): void {
   show("inclusive time by function:", summary.inclusive, 30);
   show("self time of tlsroute's own functions:", summary.ours, 15);
 }
+
+/** A positive number given as `--NAME VALUE` on the command line, else `fallback`. */
+export function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const value = i === -1 ? Number.NaN : Number(process.argv[i + 1]);
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}

@@ -26,6 +26,7 @@ import {
   type BenchCertificate,
   cpuTimes,
   findProfile,
+  flag,
   machine,
   makeEcdsaCertificate,
   median,
@@ -47,12 +48,6 @@ import {
 
 const SNI = "a.bench.test";
 const PATHOLOGICAL_RATE = 200;
-
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const value = i === -1 ? Number.NaN : Number(process.argv[i + 1]);
-  return Number.isFinite(value) && value > 0 ? value : fallback;
-}
 
 const ROUNDS = flag("rounds", 3);
 const SECONDS = flag("seconds", 10);

@@ -27,6 +27,7 @@ import path from "node:path";
 import {
   type BenchCertificate,
   fdLimits,
+  flag,
   type Memory,
   machine,
   makeEcdsaCertificate,
@@ -49,12 +50,6 @@ const SNI = "a.bench.test";
 const WARM_CONNECTIONS = 50;
 const PATHOLOGICAL_KB = 50;
 type Mode = "passthrough" | "terminate";
-
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const value = i === -1 ? Number.NaN : Number(process.argv[i + 1]);
-  return Number.isFinite(value) && value > 0 ? value : fallback;
-}
 
 const RUNS = flag("runs", 3);
 const WANTED = flag("connections", 5000);

@@ -23,6 +23,7 @@ import {
   cpuSeconds,
   cpuTimes,
   findProfile,
+  flag,
   GiB,
   machine,
   median,
@@ -44,12 +45,6 @@ import {
 const SNI = "a.bench.test";
 const CHUNK = 256 * 1024;
 const PATHOLOGICAL_CPU_PER_GIB = 2;
-
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const value = i === -1 ? Number.NaN : Number(process.argv[i + 1]);
-  return Number.isFinite(value) && value > 0 ? value : fallback;
-}
 
 const RUNS = flag("runs", 5);
 const BYTES = Math.round(flag("gib", 1) * GiB);
