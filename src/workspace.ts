@@ -3,24 +3,23 @@
  * the certificate catalog, the routing context and every diagnostic. validate, explain, inspect and
  * serve all start here, so they agree on what the configuration means.
  */
+
+import { planCertificates } from "./acme/plan.ts";
+import { loadStoredCertificates, type ResolverCertificate } from "./acme/stored.ts";
 import { defaultConfigPaths, type LoadResult, loadConfig } from "./config/load.ts";
 import type { Model } from "./config/model.ts";
 import { Diagnostics } from "./config/reader.ts";
 import type { Diagnostic } from "./diagnostics.ts";
+import { lintResolvers } from "./lint/acme.ts";
 import { lintRouting } from "./lint/routing.ts";
 import { lintServices } from "./lint/services.ts";
-import {
-  lintCoverage,
-  lintPostgresAlpn,
-  lintResolvers,
-  lintTlsOptions,
-  lintTransportsTls,
-} from "./lint/tls.ts";
+import { lintCoverage, lintPostgresAlpn, lintTlsOptions, lintTransportsTls } from "./lint/tls.ts";
 import { type CompiledConfig, compile } from "./routing/compile.ts";
 import { buildRoutingContext } from "./routing/context.ts";
 import type { RoutingContext } from "./routing/decide.ts";
-import { type CertificateCatalog, loadCatalog } from "./tls/catalog.ts";
+import { type CertificateCatalog, type LoadedCertificate, loadCatalog } from "./tls/catalog.ts";
 import type { TlsRuntime } from "./tls/runtime-support.ts";
+import { CertificateIndex } from "./tls/select.ts";
 
 export interface Workspace {
   files: string[];
@@ -46,11 +45,13 @@ export function openWorkspace(paths: readonly string[], options: WorkspaceOption
   const { model } = load;
   const compiled = compile(model);
   const lint = new Diagnostics();
-  const catalog = loadCatalog(model, { now, warnDays: 30 }, lint);
+  const configured = loadCatalog(model, { now, warnDays: 30 }, lint);
+  const stored = loadStoredCertificates(model, lint);
+  const catalog = stored.length > 0 ? withCertificates(configured, stored) : configured;
   lintServices(model, lint);
   lintTlsOptions(model, lint, { now, ...(options.runtime ? { runtime: options.runtime } : {}) });
   lintTransportsTls(model, lint, now);
-  lintResolvers(model, compiled, lint);
+  lintResolvers(model, compiled, planCertificates(model, compiled), lint);
   lintRouting(model, compiled, lint);
   lintCoverage(model, compiled, catalog, lint);
   lintPostgresAlpn(model, compiled, lint);
@@ -62,6 +63,32 @@ export function openWorkspace(paths: readonly string[], options: WorkspaceOption
     catalog,
     context: buildRoutingContext(model, compiled, catalog),
     diagnostics,
+  };
+}
+
+/** The catalog with resolver certificates added after the configured ones (which win a tie, as in Traefik's store). */
+function withCertificates(
+  catalog: CertificateCatalog,
+  resolved: readonly ResolverCertificate[],
+): CertificateCatalog {
+  const certificates: LoadedCertificate[] = [...catalog.certificates, ...resolved];
+  return { ...catalog, certificates, index: new CertificateIndex(certificates) };
+}
+
+/**
+ * The same configuration serving another set of resolver certificates (a certificate was obtained or
+ * renewed while serve runs). Configured certificates and everything else stay as they are.
+ */
+export function withResolverCertificates(
+  workspace: Workspace,
+  resolved: readonly ResolverCertificate[],
+): Workspace {
+  const configured = workspace.catalog.certificates.filter((c) => !("resolver" in c));
+  const catalog = withCertificates({ ...workspace.catalog, certificates: configured }, resolved);
+  return {
+    ...workspace,
+    catalog,
+    context: buildRoutingContext(workspace.model, workspace.compiled, catalog),
   };
 }
 

@@ -1,6 +1,7 @@
 import { statSync, watch } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { defineCommand } from "citty";
+import { startResolvers } from "../acme/attach.ts";
 import { parseListenAddress } from "../config/normalize.ts";
 import { formatFromPath } from "../config/parse.ts";
 import type { Diagnostic } from "../diagnostics.ts";
@@ -83,6 +84,7 @@ export const serveCommand = defineCommand({
         }
         try {
           await server.reload(next);
+          resolvers.update(next);
           watched = next.files;
           log.info("configuration reloaded", { routers: next.model.routers.size });
         } catch (err) {
@@ -124,11 +126,14 @@ export const serveCommand = defineCommand({
       log.error(err.message, { hint: err.hint });
       return EXIT_USAGE;
     }
+    // Resolvers start once the entry points listen: the CA validates their orders through them.
+    const resolvers = startResolvers(workspace, server, log);
     started = true;
     if (reloadWhenStarted !== null && !stopping) reload(reloadWhenStarted);
     if (args.watch) watchFiles(paths, () => watched, reload, log);
 
     await stopped;
+    resolvers.stop();
     return 0;
   },
 });

@@ -6,7 +6,6 @@ import { dirname } from "node:path";
 import type { SourcePos } from "../config/located.ts";
 import type { Located, Model, TlsOptions } from "../config/model.ts";
 import type { Diagnostics } from "../config/reader.ts";
-import { resolveRef } from "../config/refs.ts";
 import type { CompiledConfig } from "../routing/compile.ts";
 import { closestName } from "../text/suggest.ts";
 import { type CertificateCatalog, loadCertificate, readPemValue } from "../tls/catalog.ts";
@@ -250,7 +249,7 @@ function lintClientAuth(option: TlsOptions, diags: Diagnostics): void {
   });
 }
 
-function lintCaFile(
+export function lintCaFile(
   file: Located<string>,
   baseDir: string,
   path: string,
@@ -274,55 +273,6 @@ export function lintTransportsTls(model: Model, diags: Diagnostics, now: Date): 
     t.tls.certificates.forEach((files, i) => {
       loadCertificate(files, `client certificate #${i + 1} of "${t.name}"`, { now, warnDays: 30 }, diags);
     });
-  }
-}
-
-export function lintResolvers(model: Model, compiled: CompiledConfig, diags: Diagnostics): void {
-  for (const resolver of model.resolvers.values()) {
-    if (resolver.challenge && resolver.challenge.value !== "tlsChallenge") {
-      diags.error(
-        "unsupported-challenge",
-        `resolver "${resolver.name}" uses ${resolver.challenge.value}; tlsroute answers only the TLS-ALPN-01 challenge`,
-        resolver.challenge.pos,
-        `${resolver.path}.acme.${resolver.challenge.value}`,
-        "Use tlsChallenge: {}.",
-      );
-    }
-    // A resolver without an acme section is reported as such; its missing email and storage are noise.
-    if (!resolver.acmePos) continue;
-    if (!resolver.email) {
-      diags.warning(
-        "acme-no-email",
-        `resolver "${resolver.name}" has no email`,
-        resolver.pos,
-        `${resolver.path}.acme.email`,
-        "Set acme.email to receive expiry notices from the CA.",
-      );
-    }
-    if (!resolver.storage) {
-      diags.warning(
-        "acme-no-storage",
-        `resolver "${resolver.name}" has no storage file: certificates are requested again at every start`,
-        resolver.pos,
-        `${resolver.path}.acme.storage`,
-        "Set acme.storage: acme.json.",
-      );
-    }
-  }
-  for (const status of compiled.routers.values()) {
-    const ref = status.router.tls?.certResolver;
-    if (!ref) continue;
-    const name = resolveRef(ref.value);
-    if (!name.ok || !model.resolvers.has(name.name)) {
-      const near = name.ok ? closestName(name.name, model.resolvers.keys()) : undefined;
-      diags.error(
-        "unknown-cert-resolver",
-        `router "${status.name}" uses certificate resolver "${ref.value}", which does not exist`,
-        ref.pos,
-        `${status.router.path}.tls.certResolver`,
-        near ? `Did you mean "${near}"?` : "Declare it under certificatesResolvers.",
-      );
-    }
   }
 }
 

@@ -6,8 +6,9 @@
  */
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import type { ChallengeStore } from "../acme/challenges.ts";
 import type { EntryPoint } from "../config/model.ts";
-import { type ConnectionFacts, type Decision, decide } from "../routing/decide.ts";
+import { ACME_TLS_ALPN, type ConnectionFacts, type Decision, decide } from "../routing/decide.ts";
 import { canonicalSni, IpMatcher } from "../rules/index.ts";
 import { parseClientHello } from "../wire/clienthello.ts";
 import {
@@ -25,6 +26,7 @@ import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
 import { relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
+import { challengeTerminator } from "./terminate.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
 import { WHOAMI_ADDRESS, whoamiLine } from "./whoami.ts";
 
@@ -35,6 +37,8 @@ export interface ConnectionEnv {
   snapshot: Snapshot;
   entryPoint: EntryPoint;
   log: Logger;
+  /** TLS-ALPN-01 challenge certificates of orders in progress (process-wide, not per snapshot). */
+  challenges: ChallengeStore;
 }
 
 /** One connection's environment plus who it is from: the socket peer, or a trusted PROXY header's source. */
@@ -299,6 +303,10 @@ async function execute(
   record.router = decision.router;
   record.service = decision.service;
   record.mode = decision.mode;
+  if (decision.acmeChallenge) {
+    await answerAcmeChallenge(socket, peeked, facts, env, finish, deadline);
+    return;
+  }
   if (!decision.matched || decision.refusal) {
     const reason = decision.refusal ?? "no_route";
     if (facts.tls && (reason === "no_route" || reason === "sni_strict"))
@@ -450,6 +458,37 @@ async function serveRoute(
   record.bytesIn = result.bytesFromClient + toBackendFirst.length;
   record.bytesOut = result.bytesFromBackend;
   finish("closed", result.error ? result.error.message : undefined);
+}
+
+/**
+ * A TLS-ALPN-01 validation: the handshake with the challenge certificate of the order in progress for
+ * the SNI is the whole answer (RFC 8737 §3), so the connection closes right after it. With no order
+ * for the name, the handshake is refused as an unknown name, as Traefik does.
+ */
+async function answerAcmeChallenge(
+  socket: Socket,
+  peeked: Buffer,
+  facts: ConnectionFacts,
+  env: ConnectionState,
+  finish: (reason: AccessReason, detail?: string) => void,
+  deadline: number,
+): Promise<void> {
+  const challenge = facts.sni ? env.challenges.get(facts.sni) : undefined;
+  if (!challenge) {
+    socket.end(fatalAlert(ALERT_UNRECOGNIZED_NAME));
+    finish("no_route", `ALPN ${ACME_TLS_ALPN}: no ACME challenge is pending for "${facts.sni || "(no SNI)"}"`);
+    return;
+  }
+  const remaining = Number.isFinite(deadline) ? deadline - Date.now() : 10_000;
+  const outcome = await challengeTerminator(challenge, ACME_TLS_ALPN).handshake(socket, peeked, remaining);
+  if (!outcome.ok) {
+    socket.destroy();
+    finish("tls_handshake_failed", `ACME challenge handshake: ${outcome.message.trim()}`);
+    return;
+  }
+  outcome.socket.on("error", () => outcome.socket.destroy());
+  outcome.socket.end();
+  finish("acme_challenge", "TLS-ALPN-01 challenge certificate served");
 }
 
 /** Sends an SSLRequest and reads the one-byte answer (null when the backend closes first). */

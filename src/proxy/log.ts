@@ -25,7 +25,9 @@ export type AccessReason =
   | "backend_refused_ssl"
   | "timeout"
   /** Added to DESIGN.md's set: the client's TLS handshake failed (version, cipher, certificate errors). */
-  | "tls_handshake_failed";
+  | "tls_handshake_failed"
+  /** An ACME TLS-ALPN-01 validation handshake answered with a challenge certificate (RFC 8737). */
+  | "acme_challenge";
 
 export interface AccessRecord {
   entryPoint: string;

@@ -4,9 +4,11 @@
  * reload (open connections keep theirs), and drain on shutdown.
  */
 import { createServer, type Server, type Socket } from "node:net";
+import { ChallengeStore } from "../acme/challenges.ts";
+import type { ResolverCertificate } from "../acme/stored.ts";
 import type { EntryPoint } from "../config/model.ts";
 import type { GeneratedCertificate } from "../tls/generated.ts";
-import type { Workspace } from "../workspace.ts";
+import { type Workspace, withResolverCertificates } from "../workspace.ts";
 import { handleConnection } from "./connection.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import type { Logger } from "./log.ts";
@@ -27,6 +29,10 @@ export class ProxyServer {
   /** Listeners closed by stopAccepting() whose 'close' (after their last connection) is still due. */
   private readonly closingListeners = new Set<Server>();
   private closing = false;
+  /** TLS-ALPN-01 challenge certificates, shared by every snapshot (an order outlives a reload). */
+  readonly challenges = new ChallengeStore();
+  /** Certificates the resolvers hold now; null until the ACME manager first reports. */
+  private resolverCertificates: readonly ResolverCertificate[] | null = null;
 
   constructor(
     workspace: Workspace,
@@ -99,17 +105,35 @@ export class ProxyServer {
     }
     this.active.add(socket);
     socket.once("close", () => this.active.delete(socket));
-    handleConnection(socket, { snapshot, entryPoint, log: this.log }).catch((err: unknown) => {
-      socket.destroy();
-      this.log.error("connection failed unexpectedly", {
-        error: err instanceof Error ? err.message : String(err),
-      });
-    });
+    handleConnection(socket, { snapshot, entryPoint, log: this.log, challenges: this.challenges }).catch(
+      (err: unknown) => {
+        socket.destroy();
+        this.log.error("connection failed unexpectedly", {
+          error: err instanceof Error ? err.message : String(err),
+        });
+      },
+    );
+  }
+
+  /**
+   * Serves another set of resolver certificates (obtained or renewed) to new connections, keeping
+   * the rest of the running configuration.
+   */
+  setResolverCertificates(certificates: readonly ResolverCertificate[]): void {
+    this.resolverCertificates = certificates;
+    if (this.closing) return;
+    const workspace = withResolverCertificates(this.snapshot.workspace, certificates);
+    const next = buildSnapshot(workspace, this.generated);
+    // Services and inFlightConn counters are unchanged: keep the running health view and counts.
+    this.snapshot = { ...next, services: this.snapshot.services, inFlight: this.snapshot.inFlight };
   }
 
   /** Applies a new, already validated configuration to new connections. */
-  async reload(workspace: Workspace): Promise<void> {
+  async reload(loaded: Workspace): Promise<void> {
     if (this.closing) throw new Error("shutting down");
+    const workspace = this.resolverCertificates
+      ? withResolverCertificates(loaded, this.resolverCertificates)
+      : loaded;
     const next = buildSnapshot(workspace, this.generated);
     const entryPoints = workspace.model.entryPoints;
     // Bind new or moved entry points first, so a failure leaves the running configuration untouched.

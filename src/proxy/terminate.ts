@@ -179,6 +179,23 @@ function clientCertificateProblem(tls: TLSSocket, clientAuth: keyof typeof CLIEN
   return null;
 }
 
+const challengeTerminators = new WeakMap<ServingCertificate, Terminator>();
+
+/**
+ * The terminator answering TLS-ALPN-01 validations with one challenge certificate: tlsroute's own
+ * TLS defaults (never a configured option: a clientAuth requirement there would fail the CA's
+ * handshake) and ALPN `acme-tls/1`. Kept as long as the challenge is, since a CA validates a name
+ * from several vantage points.
+ */
+export function challengeTerminator(certificate: ServingCertificate, alpn: string): Terminator {
+  let terminator = challengeTerminators.get(certificate);
+  if (!terminator) {
+    terminator = new Terminator(null, certificate, alpn, []);
+    challengeTerminators.set(certificate, terminator);
+  }
+  return terminator;
+}
+
 /** Terminators for one configuration; dropped as a whole on reload. */
 export class TerminatorCache {
   private readonly terminators = new Map<string, Terminator>();

@@ -44,5 +44,15 @@ export function buildRoutingContext(
     ipAllowLists,
     certificates: catalog.index,
     defaultCertificate: catalog.defaultCertificate,
+    acmeChallengeEntryPoints: acmeChallengeEntryPoints(model),
   };
+}
+
+/** Traefik's rule: once any resolver uses tlsChallenge, every entry point answers challenges unless it opts out. */
+function acmeChallengeEntryPoints(model: Model): Set<string> {
+  const out = new Set<string>();
+  const challenging = [...model.resolvers.values()].some((r) => r.challenge?.value === "tlsChallenge");
+  if (!challenging) return out;
+  for (const ep of model.entryPoints.values()) if (!ep.allowACMEByPass) out.add(ep.name);
+  return out;
 }

@@ -3,6 +3,7 @@
  * to a connection: serve calls it with facts from a real ClientHello, explain with facts from flags,
  * inspect with facts from an outbound handshake. Same input, same answer, everywhere.
  */
+import { resolveRef } from "../config/refs.ts";
 import type { IpMatcher } from "../rules/index.ts";
 import { negotiateAlpn } from "../tls/alpn.ts";
 import {
@@ -46,6 +47,8 @@ export interface CertificateDecision {
   match: "exact" | "wildcard" | null;
   certificate: ServedCertificate | null;
   why: string;
+  /** The router's certificate resolver, and whether the chosen certificate is one it obtained. */
+  resolver?: { name: string; stored: boolean };
 }
 
 export interface EffectiveTlsOptions {
@@ -63,7 +66,15 @@ export interface RoutingContext {
   certificates: CertificateIndex<ServedCertificate>;
   /** The default store's configured default certificate, if any (else a generated one is served). */
   defaultCertificate: ServedCertificate | null;
+  /**
+   * Entry points where tlsroute answers TLS-ALPN-01 challenges itself: a resolver uses tlsChallenge
+   * and the entry point does not set allowACMEByPass.
+   */
+  acmeChallengeEntryPoints: ReadonlySet<string>;
 }
+
+/** The ALPN protocol of TLS-ALPN-01 validation connections (RFC 8737). */
+export const ACME_TLS_ALPN = "acme-tls/1";
 
 export interface Decision {
   matched: boolean;
@@ -76,6 +87,8 @@ export interface Decision {
   /** ALPN protocol the handshake would settle on (terminating routes); null = none. */
   alpn: string | null;
   refusal: RefusalReason | null;
+  /** An ACME TLS-ALPN-01 validation connection, answered by tlsroute before any router is consulted. */
+  acmeChallenge: boolean;
   /** One sentence for people. */
   reason: string;
 }
@@ -89,6 +102,7 @@ const NO_MATCH: Omit<Decision, "reason" | "refusal"> = {
   tlsOptions: null,
   certificate: null,
   alpn: null,
+  acmeChallenge: false,
 };
 
 /** The routes a connection with these facts is matched against, in evaluation order. */
@@ -140,6 +154,16 @@ export function decide(ctx: RoutingContext, facts: ConnectionFacts): Decision {
       return decision;
     }
   }
+  if (facts.tls && facts.alpn.includes(ACME_TLS_ALPN) && ctx.acmeChallengeEntryPoints.has(facts.entryPoint)) {
+    return {
+      ...NO_MATCH,
+      matched: true,
+      acmeChallenge: true,
+      refusal: null,
+      alpn: ACME_TLS_ALPN,
+      reason: `the client offers ALPN "${ACME_TLS_ALPN}": an ACME TLS-ALPN-01 validation, which tlsroute answers itself on entry point "${facts.entryPoint}" (no router is consulted) with the challenge certificate of an order in progress for "${facts.sni || "(no SNI)"}", or refuses when none is; set allowACMEByPass on the entry point to route these connections instead`,
+    };
+  }
   const route = findRoute(table, facts);
   return decideForRoute(ctx, facts, route);
 }
@@ -164,6 +188,7 @@ export function decideForRoute(ctx: RoutingContext, facts: ConnectionFacts, rout
     certificate: null,
     alpn: null,
     refusal: null,
+    acmeChallenge: false,
     reason: `router "${route.name}" matches`,
   };
 
@@ -188,7 +213,7 @@ export function decideForRoute(ctx: RoutingContext, facts: ConnectionFacts, rout
 
   const options = ctx.tlsOptions.get(route.tlsOptions ?? "default");
   const certificate = certificateFor(ctx, facts, options?.sniStrict ?? false);
-  base.certificate = certificate.decision;
+  base.certificate = certificate.decision && withResolver(certificate.decision, route, facts);
   if (certificate.refused) {
     return {
       ...base,
@@ -210,6 +235,29 @@ export function decideForRoute(ctx: RoutingContext, facts: ConnectionFacts, rout
   base.alpn = alpn.protocol;
   base.reason = `router "${route.name}" matches; TLS is terminated with options "${route.tlsOptions}" and the decrypted bytes go to service "${route.service}"`;
   return base;
+}
+
+/** Says whether the certificate comes from the router's resolver, or what serve does until it does. */
+function withResolver(
+  decision: CertificateDecision,
+  route: Route,
+  facts: ConnectionFacts,
+): CertificateDecision {
+  const ref = route.router.tls?.certResolver?.value;
+  if (!ref) return decision;
+  const parsed = resolveRef(ref);
+  const name = parsed.ok ? parsed.name : ref;
+  const from = decision.certificate?.resolver;
+  const stored = typeof from === "string";
+  const wanted = facts.sni || facts.localIp;
+  return {
+    ...decision,
+    resolver: { name, stored: stored && from === name },
+    why:
+      stored && from === name
+        ? `${decision.why}; resolver "${name}" obtained it (stored in ${decision.certificate?.source})`
+        : `${decision.why}; resolver "${name}" has no stored certificate for "${wanted}" yet: serve orders one at start and serves this one until it arrives`,
+  };
 }
 
 function certificateFor(

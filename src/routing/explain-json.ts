@@ -33,10 +33,12 @@ export function explanationJson(result: Explanation, configErrors: number) {
           notAfter: cert.certificate?.notAfter?.toISOString() ?? null,
           file: cert.certificate ? cert.certificate.source : null,
           fingerprint256: configuredFingerprint(cert.certificate),
+          ...(cert.resolver ? { resolver: cert.resolver } : {}),
           why: cert.why,
         }
       : null,
     alpn: d.alpn,
+    acmeChallenge: d.acmeChallenge,
     reason: d.reason,
     refusal: d.refusal,
     facts: result.facts,

@@ -1,0 +1,171 @@
+/**
+ * One certificate order against an ACME CA (RFC 8555), answered with TLS-ALPN-01 (RFC 8737). The
+ * protocol (JWS signing, nonces, polling, CSR encoding, the challenge certificate's acmeIdentifier
+ * extension) is the acme-client library's job; this module decides the steps and says in plain words
+ * where an order failed.
+ */
+import { Agent } from "node:https";
+import { rootCertificates } from "node:tls";
+import acme from "acme-client";
+import type { ChallengeCertificate } from "./challenges.ts";
+import { type AcmeKeyType, accountKeyPem, newCertificateKey } from "./keys.ts";
+
+export interface AccountState {
+  /** RSA account key, PKCS#1 DER. */
+  keyDer: Buffer;
+  /** Account URL from an earlier registration; "" = register now. */
+  uri: string;
+  body: unknown;
+}
+
+export interface OrderRequest {
+  directoryUrl: string;
+  email: string | null;
+  account: AccountState;
+  /** Every name of the certificate, the first one becomes its subject. */
+  names: string[];
+  keyType: AcmeKeyType;
+  /** Called for each name right before the CA is told to validate it, and after validation ends. */
+  publish(name: string, certificate: ChallengeCertificate): void;
+  withdraw(name: string, id: string): void;
+  progress(step: string, fields?: Record<string, unknown>): void;
+  /** Called once a new account is registered, before the order: it is stored even if the order fails. */
+  registered(account: AccountState): void;
+}
+
+export interface OrderResult {
+  certPem: string;
+  keyPem: string;
+  /** The account as it is now (registered during this order when it was not yet). */
+  account: AccountState;
+}
+
+/** Where an order failed, for the log: the step and the CA's own words. */
+export class OrderError extends Error {
+  constructor(
+    readonly step: string,
+    message: string,
+  ) {
+    super(`${step}: ${message}`);
+    this.name = "OrderError";
+  }
+}
+
+let challengeSerial = 0;
+
+/**
+ * Trust for the CA's HTTPS API: the system roots plus every resolver's caCertificates. acme-client
+ * sends all requests through one shared HTTP client, so the extra roots are trusted for every
+ * resolver; they only add trust anchors, never remove the system ones.
+ */
+export function trustCaCertificates(extraPems: readonly string[]): void {
+  if (extraPems.length === 0) return;
+  acme.axios.defaults.httpsAgent = new Agent({ ca: [...rootCertificates, ...extraPems], keepAlive: true });
+}
+
+// Our own retry loop (with its log lines) handles an unreachable CA; the library's own five slow
+// retries per request would only hide it. Rate limits and 5xx still get one quick retry.
+const settings = (
+  acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number; retryDefaultDelay: number } }
+).acmeSettings;
+if (settings) {
+  settings.retryMaxAttempts = 2;
+  settings.retryDefaultDelay = 1;
+}
+
+async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof OrderError) throw err;
+    throw new OrderError(name, describe(err));
+  }
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as Error & { code?: string }).code;
+  if (code === "ECONNREFUSED") return "connection refused (is the CA running and caServer right?)";
+  if (code === "ENOTFOUND") return "the CA's host name does not resolve";
+  if (code === "ETIMEDOUT" || code === "ECONNABORTED") return "the CA did not answer in time";
+  if (
+    code === "DEPTH_ZERO_SELF_SIGNED_CERT" ||
+    code === "SELF_SIGNED_CERT_IN_CHAIN" ||
+    code === "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
+  )
+    return `the CA's HTTPS certificate is not trusted (${code}); add its root to acme.caCertificates`;
+  return err.message || code || "unknown error";
+}
+
+export async function orderCertificate(request: OrderRequest): Promise<OrderResult> {
+  const { names } = request;
+  const accountKey = accountKeyPem(request.account.keyDer);
+  let account = request.account;
+  const client = new acme.Client({
+    directoryUrl: request.directoryUrl,
+    accountKey,
+    ...(account.uri ? { accountUrl: account.uri } : {}),
+    // Poll order and challenge status quickly at first; a real CA answers within seconds.
+    backoffAttempts: 12,
+    backoffMin: 500,
+    backoffMax: 10_000,
+  });
+
+  if (!account.uri) {
+    request.progress("registering ACME account", request.email ? { email: request.email } : undefined);
+    const body = await step("register account", () =>
+      client.createAccount({
+        termsOfServiceAgreed: true,
+        ...(request.email ? { contact: [`mailto:${request.email}`] } : {}),
+      }),
+    );
+    account = { ...account, uri: client.getAccountUrl(), body };
+    request.registered(account);
+  }
+
+  const order = await step("create order", () =>
+    client.createOrder({ identifiers: names.map((value) => ({ type: "dns", value })) }),
+  );
+  const authorizations = await step("fetch authorizations", () => client.getAuthorizations(order));
+
+  await Promise.all(
+    authorizations.map(async (authz) => {
+      const name = authz.identifier.value;
+      if (authz.status === "valid") return;
+      // The library's types list only http-01 and dns-01, but the CA's list is whatever it offers.
+      const challenge = authz.challenges.find((c) => (c.type as string) === "tls-alpn-01");
+      if (!challenge) {
+        throw new OrderError(
+          `validate ${name}`,
+          `the CA offers no tls-alpn-01 challenge (offered: ${authz.challenges.map((c) => c.type).join(", ") || "none"})`,
+        );
+      }
+      const keyAuthorization = await step(`validate ${name}`, () =>
+        client.getChallengeKeyAuthorization(challenge),
+      );
+      const [keyPem, certPem] = await step(`validate ${name}`, () =>
+        acme.crypto.createAlpnCertificate(authz, keyAuthorization),
+      );
+      challengeSerial += 1;
+      const id = `acme-challenge-${challengeSerial}`;
+      request.publish(name, { id, certPem: certPem.toString(), keyPem: keyPem.toString() });
+      try {
+        request.progress("CA is validating", { name, challenge: "tls-alpn-01" });
+        await step(`validate ${name}`, async () => {
+          await client.completeChallenge(challenge);
+          await client.waitForValidStatus(challenge);
+        });
+      } finally {
+        request.withdraw(name, id);
+      }
+    }),
+  );
+
+  const keyPem = await newCertificateKey(request.keyType);
+  const [, csr] = await step("create CSR", () =>
+    acme.crypto.createCsr({ commonName: names[0]!, altNames: names }, keyPem),
+  );
+  const finalized = await step("finalize order", () => client.finalizeOrder(order, csr));
+  const certPem = await step("download certificate", () => client.getCertificate(finalized));
+  return { certPem, keyPem, account };
+}

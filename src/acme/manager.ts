@@ -1,0 +1,302 @@
+/**
+ * Keeps every certificate the routers ask resolvers for: reads what is stored, orders what is
+ * missing or due for renewal, retries failures with back-off, saves results, and hands the current
+ * set to whoever serves them. Nothing here blocks serving: until a certificate arrives, the store's
+ * default (or generated) certificate is served, and a failed renewal keeps the old certificate.
+ */
+import { readFileSync } from "node:fs";
+import { isAbsolute, resolve } from "node:path";
+import type { AcmeResolver } from "../config/model.ts";
+import type { Logger } from "../proxy/log.ts";
+import type { Workspace } from "../workspace.ts";
+import type { ChallengeCertificate } from "./challenges.ts";
+import { type AccountState, OrderError, orderCertificate, trustCaCertificates } from "./client.ts";
+import { keyTypeOf, newAccountKey } from "./keys.ts";
+import { type CertificateRequest, covers, planCertificates } from "./plan.ts";
+import { MAX_SLEEP_MS, renewalTime, retryDelayMs } from "./renewal.ts";
+import { type ResolverStorage, readResolverStorage, writeResolverStorage } from "./storage.ts";
+import { type ResolverCertificate, storageLabel, storagePath, toCatalogCertificate } from "./stored.ts";
+
+export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+
+/** Where challenge certificates go: the process's ChallengeStore, or every worker. */
+export interface ChallengeSink {
+  publish(name: string, certificate: ChallengeCertificate): void;
+  withdraw(name: string, id: string): void;
+}
+
+interface ResolverState {
+  resolver: AcmeResolver;
+  /** Storage file, or null to keep everything in memory only. */
+  path: string | null;
+  storage: ResolverStorage;
+  /** Orders of one resolver run one at a time: they share the account, which may not be registered yet. */
+  queue: Promise<void>;
+}
+
+interface RequestState {
+  request: CertificateRequest;
+  failures: number;
+  timer: ReturnType<typeof setTimeout> | null;
+  running: boolean;
+}
+
+const keyOf = (r: CertificateRequest) => `${r.resolver}\u0000${[r.main, ...r.sans].sort().join(",")}`;
+
+export class AcmeManager {
+  private resolvers = new Map<string, ResolverState>();
+  private requests = new Map<string, RequestState>();
+  private stopped = false;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly challenges: ChallengeSink,
+    /** Receives the whole set of resolver certificates whenever it changes (and once per update). */
+    private readonly onCertificates: (certificates: ResolverCertificate[]) => void,
+  ) {}
+
+  /** Adopts a (new) configuration: reads storage again and orders whatever is missing or due. */
+  update(workspace: Workspace): void {
+    if (this.stopped) return;
+    const { model } = workspace;
+    const plan = planCertificates(model, workspace.compiled);
+    trustCaCertificates(this.caPems(model.resolvers.values()));
+
+    const resolvers = new Map<string, ResolverState>();
+    for (const resolver of model.resolvers.values()) {
+      if (resolver.challenge?.value !== "tlsChallenge") continue;
+      const path = storagePath(resolver);
+      const previous = this.resolvers.get(resolver.name);
+      let storage: ResolverStorage = previous?.path === path && !path ? previous.storage : emptyStorage();
+      if (path) {
+        const read = readResolverStorage(path, resolver.name);
+        // validate reports an unreadable file; serve keeps what it had rather than start from nothing.
+        storage = read.ok ? read.storage : (previous?.storage ?? emptyStorage());
+      }
+      resolvers.set(resolver.name, { resolver, path, storage, queue: previous?.queue ?? Promise.resolve() });
+    }
+    this.resolvers = resolvers;
+
+    const requests = new Map<string, RequestState>();
+    for (const request of plan.requests) {
+      if (!resolvers.has(request.resolver)) continue;
+      const key = keyOf(request);
+      const known = this.requests.get(key);
+      // The same object is kept: a pending retry timer or a running order holds on to it.
+      if (known) known.request = request;
+      requests.set(key, known ?? { request, failures: 0, timer: null, running: false });
+    }
+    for (const [key, state] of this.requests) {
+      if (!requests.has(key) && state.timer) clearTimeout(state.timer);
+    }
+    this.requests = requests;
+    this.publishCertificates();
+    for (const state of requests.values()) if (!state.running && state.failures === 0) this.check(state);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const state of this.requests.values()) if (state.timer) clearTimeout(state.timer);
+  }
+
+  private caPems(resolvers: Iterable<AcmeResolver>): string[] {
+    const pems: string[] = [];
+    for (const resolver of resolvers) {
+      for (const file of resolver.caCertificates) {
+        const path = isAbsolute(file.value) ? file.value : resolve(resolver.baseDir, file.value);
+        try {
+          pems.push(file.value.startsWith("-----BEGIN") ? file.value : readFileSync(path, "utf8"));
+        } catch (err) {
+          this.log.error("cannot read ACME CA certificate", {
+            resolver: resolver.name,
+            file: path,
+            error: String(err),
+          });
+        }
+      }
+    }
+    return pems;
+  }
+
+  /** All usable stored certificates, as the catalog takes them. */
+  private certificates(): ResolverCertificate[] {
+    const out: ResolverCertificate[] = [];
+    for (const state of this.resolvers.values()) {
+      const label = storageLabel(state.path ?? "memory", state.resolver.name);
+      for (const stored of state.storage.certificates) {
+        const loaded = toCatalogCertificate(stored, state.resolver.name, label);
+        if (loaded.ok) out.push(loaded.cert);
+      }
+    }
+    return out;
+  }
+
+  private publishCertificates(): void {
+    this.onCertificates(this.certificates());
+  }
+
+  /** Orders now when nothing valid is stored or renewal is due; otherwise sleeps until it is. */
+  private check(state: RequestState): void {
+    if (this.stopped) return;
+    const { request } = state;
+    const resolverState = this.resolvers.get(request.resolver);
+    if (!resolverState) return;
+    const names = [request.main, ...request.sans];
+    const stored = this.certificates().find(
+      (c) => c.resolver === request.resolver && covers(c.names, request),
+    );
+    const now = Date.now();
+    if (stored) {
+      const leaf = stored.chain[0]!;
+      const due = renewalTime(leaf, resolverState.resolver.certificatesDurationHours);
+      if (due.getTime() > now) {
+        this.log.info("stored certificate is valid", {
+          resolver: request.resolver,
+          names,
+          notAfter: leaf.notAfter.toISOString(),
+          renewAfter: due.toISOString(),
+        });
+        this.schedule(state, due.getTime() - now);
+        return;
+      }
+      this.order(state, `renewal due since ${due.toISOString()} (expires ${leaf.notAfter.toISOString()})`);
+      return;
+    }
+    this.order(state, "no stored certificate");
+  }
+
+  private schedule(state: RequestState, delayMs: number): void {
+    if (state.timer) clearTimeout(state.timer);
+    state.timer = setTimeout(
+      () => {
+        state.timer = null;
+        if (state.failures > 0) this.order(state, `retry after ${state.failures} failed attempt(s)`);
+        else this.check(state);
+      },
+      Math.min(Math.max(delayMs, 0), MAX_SLEEP_MS),
+    );
+    // A pending renewal must not keep a stopping process alive.
+    state.timer.unref?.();
+  }
+
+  private order(state: RequestState, why: string): void {
+    const resolverState = this.resolvers.get(state.request.resolver);
+    if (!resolverState || state.running || this.stopped) return;
+    state.running = true;
+    resolverState.queue = resolverState.queue.then(() => this.runOrder(state, resolverState, why));
+  }
+
+  private async runOrder(state: RequestState, resolverState: ResolverState, why: string): Promise<void> {
+    const { request } = state;
+    const { resolver } = resolverState;
+    const names = [request.main, ...request.sans];
+    const attempt = state.failures + 1;
+    try {
+      if (this.stopped || this.requests.get(keyOf(request)) !== state) return;
+      this.log.info("requesting certificate", { resolver: resolver.name, names, attempt, reason: why });
+      const account = await this.account(resolverState);
+      const result = await orderCertificate({
+        directoryUrl: resolver.caServer?.value ?? LETS_ENCRYPT_DIRECTORY,
+        email: resolver.email?.value ?? null,
+        account,
+        names,
+        keyType: keyTypeOf(resolver.keyType?.value),
+        publish: (name, cert) => this.challenges.publish(name, cert),
+        withdraw: (name, id) => this.challenges.withdraw(name, id),
+        progress: (step, fields) => this.log.debug(step, { resolver: resolver.name, ...fields }),
+        registered: (registered) => this.saveAccount(resolverState, registered),
+      });
+      this.saveCertificate(resolverState, request, result.certPem, result.keyPem);
+      state.failures = 0;
+      const stored = this.certificates().find(
+        (c) => c.resolver === resolver.name && covers(c.names, request),
+      );
+      const leaf = stored?.chain[0];
+      this.log.info("certificate obtained", {
+        resolver: resolver.name,
+        names,
+        notAfter: leaf?.notAfter.toISOString(),
+      });
+      this.publishCertificates();
+      if (leaf)
+        this.schedule(state, renewalTime(leaf, resolver.certificatesDurationHours).getTime() - Date.now());
+    } catch (err) {
+      state.failures += 1;
+      const retryMs = retryDelayMs(state.failures);
+      this.log.warn("certificate request failed", {
+        resolver: resolver.name,
+        names,
+        attempt,
+        error: err instanceof OrderError || err instanceof Error ? err.message : String(err),
+        retryInSeconds: Math.round(retryMs / 1000),
+      });
+      this.schedule(state, retryMs);
+    } finally {
+      state.running = false;
+    }
+  }
+
+  /** The resolver's account, a new key made (and stored) when there is none yet. */
+  private async account(state: ResolverState): Promise<AccountState> {
+    const stored = state.storage.account;
+    if (stored) return { keyDer: stored.privateKeyDer, uri: stored.uri, body: stored.body };
+    const keyDer = await newAccountKey();
+    const account: AccountState = { keyDer, uri: "", body: null };
+    this.saveAccount(state, account);
+    return account;
+  }
+
+  private saveAccount(state: ResolverState, account: AccountState): void {
+    state.storage = {
+      ...state.storage,
+      account: {
+        email: state.resolver.email?.value ?? "",
+        uri: account.uri,
+        body: account.body,
+        privateKeyDer: account.keyDer,
+        keyType: keyTypeOf(state.resolver.keyType?.value).storedName,
+      },
+    };
+    this.persist(state);
+  }
+
+  private saveCertificate(
+    state: ResolverState,
+    request: CertificateRequest,
+    certPem: string,
+    keyPem: string,
+  ): void {
+    const wanted = new Set([request.main, ...request.sans]);
+    const sameDomain = (main: string, sans: string[]) => {
+      const names = new Set([main, ...sans]);
+      return names.size === wanted.size && [...names].every((n) => wanted.has(n));
+    };
+    state.storage = {
+      ...state.storage,
+      certificates: [
+        ...state.storage.certificates.filter((c) => !sameDomain(c.domain.main, c.domain.sans)),
+        { domain: { main: request.main, sans: request.sans }, certPem, keyPem, store: "default" },
+      ],
+    };
+    this.persist(state);
+  }
+
+  private persist(state: ResolverState): void {
+    if (!state.path) return;
+    this.log.debug("storing ACME data", { resolver: state.resolver.name, file: state.path });
+    try {
+      writeResolverStorage(state.path, state.resolver.name, state.storage);
+    } catch (err) {
+      // The certificate is still served from memory; the next start orders it again.
+      this.log.error("cannot write ACME storage", {
+        resolver: state.resolver.name,
+        file: state.path,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+}
+
+function emptyStorage(): ResolverStorage {
+  return { account: null, certificates: [] };
+}

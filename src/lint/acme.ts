@@ -1,0 +1,179 @@
+/**
+ * Checks of certificate resolvers: the resolver itself (challenge, key type, CA, email, storage),
+ * the routers that use it (names a TLS-ALPN-01 order can certify), and how the challenge meets the
+ * routers of each entry point (interception hides passthrough backends; allowACMEByPass hides us).
+ */
+import { ACME_KEY_TYPES } from "../acme/keys.ts";
+import type { AcmePlan, CertificateRequest } from "../acme/plan.ts";
+import type { Model } from "../config/model.ts";
+import type { Diagnostics } from "../config/reader.ts";
+import { resolveRef } from "../config/refs.ts";
+import type { CompiledConfig } from "../routing/compile.ts";
+import { closestName } from "../text/suggest.ts";
+import { lintCaFile } from "./tls.ts";
+
+export function lintResolvers(
+  model: Model,
+  compiled: CompiledConfig,
+  plan: AcmePlan,
+  diags: Diagnostics,
+): void {
+  for (const resolver of model.resolvers.values()) {
+    // A resolver without an acme section is reported as such; everything below would be noise.
+    if (!resolver.acmePos) continue;
+    const at = (key: string) => `${resolver.path}.acme.${key}`;
+    if (!resolver.challenge) {
+      diags.error(
+        "acme-no-challenge",
+        `resolver "${resolver.name}" names no challenge type`,
+        resolver.acmePos,
+        `${resolver.path}.acme`,
+        "Add tlsChallenge: {} (tlsroute answers TLS-ALPN-01 on its TLS entry points).",
+      );
+    } else if (resolver.challenge.value !== "tlsChallenge") {
+      diags.error(
+        "unsupported-challenge",
+        `resolver "${resolver.name}" uses ${resolver.challenge.value}; tlsroute answers only the TLS-ALPN-01 challenge`,
+        resolver.challenge.pos,
+        at(resolver.challenge.value),
+        "Use tlsChallenge: {}.",
+      );
+    }
+    if (resolver.keyType && !(resolver.keyType.value in ACME_KEY_TYPES)) {
+      const near = closestName(resolver.keyType.value, Object.keys(ACME_KEY_TYPES));
+      diags.error(
+        "acme-unknown-key-type",
+        `resolver "${resolver.name}" asks for key type "${resolver.keyType.value}", which tlsroute does not know`,
+        resolver.keyType.pos,
+        at("keyType"),
+        near ? `Did you mean "${near}"?` : `Use one of ${Object.keys(ACME_KEY_TYPES).join(", ")}.`,
+      );
+    }
+    if (resolver.caServer && !isHttpsUrl(resolver.caServer.value)) {
+      diags.error(
+        "acme-invalid-ca-server",
+        `resolver "${resolver.name}": caServer "${resolver.caServer.value}" is not an https:// URL`,
+        resolver.caServer.pos,
+        at("caServer"),
+        "Give the CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory.",
+      );
+    }
+    resolver.caCertificates.forEach((file, i) => {
+      lintCaFile(file, resolver.baseDir, `${at("caCertificates")}[${i}]`, "ACME CA certificate", diags);
+    });
+    if (!resolver.email) {
+      diags.warning(
+        "acme-no-email",
+        `resolver "${resolver.name}" has no email`,
+        resolver.pos,
+        at("email"),
+        "Set acme.email to receive expiry notices from the CA.",
+      );
+    }
+    if (!resolver.storage) {
+      diags.warning(
+        "acme-no-storage",
+        `resolver "${resolver.name}" has no storage file: certificates are requested again at every start`,
+        resolver.pos,
+        at("storage"),
+        "Set acme.storage: acme.json.",
+      );
+    }
+  }
+  for (const status of compiled.routers.values()) {
+    const ref = status.router.tls?.certResolver;
+    if (!ref) continue;
+    const name = resolveRef(ref.value);
+    if (!name.ok || !model.resolvers.has(name.name)) {
+      const near = name.ok ? closestName(name.name, model.resolvers.keys()) : undefined;
+      diags.error(
+        "unknown-cert-resolver",
+        `router "${status.name}" uses certificate resolver "${ref.value}", which does not exist`,
+        ref.pos,
+        `${status.router.path}.tls.certResolver`,
+        near ? `Did you mean "${near}"?` : "Declare it under certificatesResolvers.",
+      );
+    }
+  }
+  for (const problem of plan.problems) {
+    diags.warning(problem.code, problem.message, problem.pos, problem.path, problem.hint);
+  }
+  lintChallengeRouting(model, compiled, plan, diags);
+}
+
+function isHttpsUrl(value: string): boolean {
+  try {
+    return new URL(value).protocol === "https:";
+  } catch {
+    return false;
+  }
+}
+
+/** Names of the TLS-ALPN-01 requests whose routers listen on each entry point. */
+function requestedNamesByEntryPoint(
+  model: Model,
+  compiled: CompiledConfig,
+  requests: readonly CertificateRequest[],
+): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const request of requests) {
+    if (model.resolvers.get(request.resolver)?.challenge?.value !== "tlsChallenge") continue;
+    for (const router of request.routers) {
+      for (const ep of compiled.routers.get(router)?.entryPoints ?? []) {
+        let names = out.get(ep);
+        if (!names) {
+          names = new Set();
+          out.set(ep, names);
+        }
+        for (const n of [request.main, ...request.sans]) names.add(n);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * An `acme-tls/1` connection is answered by tlsroute itself (interception, on every entry point once a
+ * resolver uses tlsChallenge) unless the entry point sets allowACMEByPass; then it is routed like any
+ * other. Either way one side cannot validate: a passthrough backend that gets its own certificates,
+ * or the resolver for the names it certifies on a bypassing entry point.
+ */
+function lintChallengeRouting(
+  model: Model,
+  compiled: CompiledConfig,
+  plan: AcmePlan,
+  diags: Diagnostics,
+): void {
+  const challengers = [...model.resolvers.values()].filter((r) => r.challenge?.value === "tlsChallenge");
+  if (challengers.length === 0) return;
+  const requested = requestedNamesByEntryPoint(model, compiled, plan.requests);
+  for (const ep of model.entryPoints.values()) {
+    if (ep.allowACMEByPass) {
+      const names = [...(requested.get(ep.name) ?? [])];
+      if (names.length === 0) continue;
+      diags.warning(
+        "acme-challenge-bypassed",
+        `entry point "${ep.name}" sets allowACMEByPass, so tlsroute does not answer the TLS-ALPN-01 challenge there for ${quoteList(names)}: validation fails unless the CA reaches another entry point`,
+        ep.pos,
+        `${ep.path}.allowACMEByPass`,
+        "Remove allowACMEByPass, or serve these names on an entry point without it.",
+      );
+      continue;
+    }
+    for (const route of compiled.tables.get(ep.name)?.tls ?? []) {
+      if (route.mode !== "passthrough") continue;
+      diags.warning(
+        "acme-passthrough-conflict",
+        `passthrough router "${route.name}" listens on entry point "${ep.name}", where tlsroute answers every TLS-ALPN-01 (acme-tls/1) connection itself because resolver "${challengers[0]!.name}" uses tlsChallenge: its backend cannot validate certificates of its own that way`,
+        route.router.rule?.pos ?? route.router.pos,
+        `${route.router.path}.rule`,
+        `If the backend gets its own certificates, set allowACMEByPass: true on entry point "${ep.name}" (tlsroute's resolvers then validate on other entry points).`,
+      );
+    }
+  }
+}
+
+function quoteList(names: readonly string[]): string {
+  const shown = names.slice(0, 5).map((n) => `"${n}"`);
+  return names.length > 5 ? `${shown.join(", ")} and ${names.length - 5} more` : shown.join(", ");
+}
