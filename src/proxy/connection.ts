@@ -26,8 +26,8 @@ import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
 import { relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
-import { challengeTerminator } from "./terminate.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
+import { challengeTerminator } from "./terminate.ts";
 import { WHOAMI_ADDRESS, whoamiLine } from "./whoami.ts";
 
 /** A ClientHello (or PostgreSQL start) bigger than this is refused: Go's limits allow ~64 KiB of hello. */
@@ -476,7 +476,10 @@ async function answerAcmeChallenge(
   const challenge = facts.sni ? env.challenges.get(facts.sni) : undefined;
   if (!challenge) {
     socket.end(fatalAlert(ALERT_UNRECOGNIZED_NAME));
-    finish("no_route", `ALPN ${ACME_TLS_ALPN}: no ACME challenge is pending for "${facts.sni || "(no SNI)"}"`);
+    finish(
+      "no_route",
+      `ALPN ${ACME_TLS_ALPN}: no ACME challenge is pending for "${facts.sni || "(no SNI)"}"`,
+    );
     return;
   }
   const remaining = Number.isFinite(deadline) ? deadline - Date.now() : 10_000;
