@@ -6,10 +6,12 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import { freePort, type Pebble, pebbleInstalled, startPebble } from "./helpers/pebble.ts";
+import { makePki } from "./helpers/pki.ts";
 import { type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const available = pebbleInstalled();
@@ -83,6 +85,24 @@ ${options.routers}
 `;
 }
 
+/** A backend that records the first bytes of its first connection. */
+async function firstBytesServer(): Promise<{ port: number; first: Promise<Buffer>; close(): Promise<void> }> {
+  const server = createServer();
+  const first = new Promise<Buffer>((resolve) =>
+    server.once("connection", (socket) => {
+      socket.once("data", (chunk: Buffer) => {
+        resolve(chunk);
+        socket.destroy();
+      });
+      socket.on("error", () => undefined);
+    }),
+  );
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  return { port, first, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
 const ROUTER_APP = `    app:
       rule: "HostSNI(\`app.tlsroute.test\`)"
       service: whoami
@@ -103,8 +123,12 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     rootFile = await pebble.issuingRootFile();
   });
 
+  // A failed test must not leave its serve holding the port the next test (and Pebble) use.
+  afterEach(async () => {
+    for (const s of running.splice(0)) await s.stop("SIGKILL").catch(() => undefined);
+  });
+
   after(async () => {
-    for (const s of running) await s.stop("SIGKILL").catch(() => undefined);
     await pebble?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -166,5 +190,199 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     );
     assert.equal(JSON.parse(readFileSync(storage, "utf8")).pebble.Account.Registration.uri, accountUri);
     await stop(second);
+  });
+
+  test("tls.domains asks for one certificate with the main name and every SAN", async () => {
+    const storage = join(dir, "acme-domains.json");
+    const routers = `    multi:
+      rule: "HostSNI(\`a.tlsroute.test\`) || HostSNI(\`b.tlsroute.test\`)"
+      service: whoami
+      tls:
+        certResolver: pebble
+        domains:
+          - main: multi.tlsroute.test
+            sans: [a.tlsroute.test, b.tlsroute.test]
+`;
+    const s = await serve(
+      config({ port, directory: pebble.directory, caFile: pebble.apiCa.certFile, storage, routers }),
+      "domains",
+    );
+    await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
+    const cert = served(port, "b.tlsroute.test", rootFile);
+    assert.equal(cert.verify, "0 (ok)");
+    assert.match(cert.subject, /CN\s*=\s*multi\.tlsroute\.test/);
+    for (const name of ["multi.tlsroute.test", "a.tlsroute.test", "b.tlsroute.test"])
+      assert.match(cert.sans, new RegExp(`DNS:${name.replaceAll(".", "\\.")}`));
+    assert.equal(
+      served(port, "a.tlsroute.test", rootFile).serial,
+      cert.serial,
+      "one certificate for all names",
+    );
+    const stored = JSON.parse(readFileSync(storage, "utf8")).pebble.Certificates;
+    assert.equal(stored.length, 1);
+    assert.deepEqual(stored[0].domain, {
+      main: "multi.tlsroute.test",
+      sans: ["a.tlsroute.test", "b.tlsroute.test"],
+    });
+    await stop(s);
+  });
+
+  test("a stored certificate near expiry (read from Traefik's acme.json layout) is renewed and the new one served", async () => {
+    const storage = join(dir, "acme-renew.json");
+    const pki = makePki(join(dir, "old-pki"));
+    const oldCa = pki.ca("Old CA");
+    // 90-day lifetime, 80 days gone: less than a third left, so renewal is due at start.
+    const old = pki.leaf({
+      ca: oldCa,
+      cn: "renew.tlsroute.test",
+      dns: ["renew.tlsroute.test"],
+      days: 10,
+      issuedDaysAgo: 80,
+    });
+    const b64 = (text: string) => Buffer.from(text).toString("base64");
+    writeFileSync(
+      storage,
+      JSON.stringify({
+        pebble: {
+          Account: null,
+          Certificates: [
+            {
+              domain: { main: "renew.tlsroute.test" },
+              certificate: b64(old.chainPem),
+              key: b64(old.keyPem),
+              Store: "default",
+            },
+          ],
+        },
+      }),
+    );
+    const routers = `    renew:
+      rule: "HostSNI(\`renew.tlsroute.test\`)"
+      service: whoami
+      tls: { certResolver: pebble }
+`;
+    const s = await serve(
+      config({ port, directory: pebble.directory, caFile: pebble.apiCa.certFile, storage, routers }),
+      "renew",
+    );
+    const request = await s.waitFor((l) => l.msg === "requesting certificate", 20_000);
+    assert.match(String(request.reason), /renewal due/);
+    await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
+    const cert = served(port, "renew.tlsroute.test", rootFile);
+    assert.equal(cert.verify, "0 (ok)", "the renewed certificate comes from Pebble");
+    const entries = JSON.parse(readFileSync(storage, "utf8")).pebble.Certificates;
+    assert.equal(entries.length, 1, "the renewed certificate replaces the old one");
+    assert.notEqual(Buffer.from(entries[0].certificate, "base64").toString(), old.chainPem);
+    await stop(s);
+  });
+
+  test("an unreachable CA: attempts are logged and retried, the default certificate is served, nothing crashes", async () => {
+    const storage = join(dir, "acme-down.json");
+    const closed = await freePort();
+    const text = config({
+      port,
+      directory: `https://127.0.0.1:${closed}/dir`,
+      caFile: pebble.apiCa.certFile,
+      storage,
+      routers: ROUTER_APP,
+    });
+    const s = await serve(text, "down");
+    const first = await s.waitFor((l) => l.msg === "certificate request failed", 30_000);
+    assert.match(String(first.error), /connection refused/);
+    assert.equal(first.attempt, 1);
+    assert.equal(first.retryInSeconds, 5);
+    const second = await s.waitFor((l) => l.msg === "certificate request failed" && l.attempt === 2, 30_000);
+    assert.equal(second.retryInSeconds, 10, "the back-off doubles");
+    // Meanwhile the router serves with the generated default certificate and keeps running.
+    const cert = served(port, "app.tlsroute.test");
+    assert.equal(cert.ok, true);
+    assert.doesNotMatch(cert.issuer, /Pebble/i);
+    const line = spawnSync(
+      "openssl",
+      ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", "app.tlsroute.test", "-quiet"],
+      { input: "", encoding: "utf8", timeout: 10_000 },
+    ).stdout;
+    assert.match(line, /"router":"app"/, "the connection is routed meanwhile");
+    assert.equal(s.child.exitCode, null);
+    await stop(s);
+  });
+
+  test("acme-tls/1 with no order in progress is refused; allowACMEByPass routes it to the passthrough backend instead", async () => {
+    const storage = join(dir, "acme-alpn.json");
+    const text = config({
+      port,
+      directory: pebble.directory,
+      caFile: pebble.apiCa.certFile,
+      storage,
+      routers: ROUTER_APP,
+    });
+    const s = await serve(text, "alpn");
+    await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
+    const refused = spawnSync(
+      "openssl",
+      [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${port}`,
+        "-servername",
+        "other.tlsroute.test",
+        "-alpn",
+        "acme-tls/1",
+      ],
+      { input: "", encoding: "utf8", timeout: 10_000 },
+    );
+    assert.match(`${refused.stdout}${refused.stderr}`, /unrecognized name/i);
+    const access = await s.waitFor((l) => l.msg === "connection" && l.sni === "other.tlsroute.test");
+    assert.equal(access.reason, "no_route");
+    assert.match(String(access.detail), /no ACME challenge is pending/);
+    await stop(s);
+
+    // The same connection on an entry point that lets backends answer their own challenges.
+    const backend = await firstBytesServer();
+    const bypass = `entryPoints:
+  websecure:
+    address: "127.0.0.1:${port}"
+    allowACMEByPass: true
+certificatesResolvers:
+  pebble:
+    acme:
+      email: ops@example.com
+      storage: ${storage}
+      caServer: "${pebble.directory}"
+      caCertificates: ["${pebble.apiCa.certFile}"]
+      tlsChallenge: {}
+tcp:
+  routers:
+    backend-owns-certs:
+      rule: "HostSNI(\`other.tlsroute.test\`)"
+      service: backend
+      tls: { passthrough: true }
+  services:
+    backend:
+      loadBalancer:
+        servers:
+          - address: "127.0.0.1:${backend.port}"
+`;
+    const s2 = await serve(bypass, "bypass");
+    spawnSync(
+      "openssl",
+      [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${port}`,
+        "-servername",
+        "other.tlsroute.test",
+        "-alpn",
+        "acme-tls/1",
+      ],
+      { input: "", encoding: "utf8", timeout: 10_000 },
+    );
+    const first = await backend.first;
+    assert.equal(first[0], 0x16, "the backend receives the ClientHello itself");
+    const routed = await s2.waitFor((l) => l.msg === "connection" && l.sni === "other.tlsroute.test");
+    assert.equal(routed.router, "backend-owns-certs");
+    assert.equal(routed.mode, "passthrough");
+    await backend.close();
+    await stop(s2);
   });
 });

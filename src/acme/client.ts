@@ -4,7 +4,7 @@
  * extension) is the acme-client library's job; this module decides the steps and says in plain words
  * where an order failed.
  */
-import { Agent } from "node:https";
+import { Agent, get as httpsGet } from "node:https";
 import { rootCertificates } from "node:tls";
 import acme from "acme-client";
 import type { ChallengeCertificate } from "./challenges.ts";
@@ -60,7 +60,8 @@ let challengeSerial = 0;
  */
 export function trustCaCertificates(extraPems: readonly string[]): void {
   if (extraPems.length === 0) return;
-  acme.axios.defaults.httpsAgent = new Agent({ ca: [...rootCertificates, ...extraPems], keepAlive: true });
+  caAgent = new Agent({ ca: [...rootCertificates, ...extraPems], keepAlive: true });
+  acme.axios.defaults.httpsAgent = caAgent;
 }
 
 // Our own retry loop (with its log lines) handles an unreachable CA; the library's own five slow
@@ -97,8 +98,27 @@ function describe(err: unknown): string {
   return err.message || code || "unknown error";
 }
 
+let caAgent: Agent | undefined;
+
+/**
+ * Fetches the directory once before the library does: the library loses the cause of a network
+ * failure (a refused connection reaches us as a TypeError), and the cause is what the log must say.
+ */
+function probeDirectory(url: string): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const req = httpsGet(url, { agent: caAgent, timeout: 15_000 }, (res) => {
+      res.resume();
+      if (res.statusCode === 200) resolvePromise();
+      else reject(new Error(`the CA answered HTTP ${res.statusCode} for the directory ${url}`));
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "ETIMEDOUT" })));
+    req.on("error", reject);
+  });
+}
+
 export async function orderCertificate(request: OrderRequest): Promise<OrderResult> {
   const { names } = request;
+  await step("reach the CA", () => probeDirectory(request.directoryUrl));
   const accountKey = accountKeyPem(request.account.keyDer);
   let account = request.account;
   const client = new acme.Client({

@@ -38,6 +38,8 @@ export interface CertRequest {
   ips?: string[];
   /** Validity from now; negative = expired that many days ago. Default 365. */
   days?: number;
+  /** Make notBefore this many days in the past (a certificate well into its lifetime). */
+  issuedDaysAgo?: number;
   keyType?: TestKeyType;
   /** Extra subject attributes placed before CN, e.g. `{ O: "Acme" }`. */
   subject?: Record<string, string>;
@@ -150,12 +152,14 @@ export function makePki(dir: string): Pki {
     return path.join(dir, `${String(counter).padStart(3, "0")}-${slug}`);
   };
 
-  const validity = (days: number): string[] => {
+  const validity = (days: number, issuedDaysAgo = 0): string[] => {
     const now = Date.now();
     const notAfter = new Date(now + days * DAY_MS);
     // An expired certificate still needs notBefore < notAfter; a valid one starts an hour ago so that a
     // second of clock skew cannot make it "not yet valid".
-    const notBefore = new Date(Math.min(now - 3_600_000, notAfter.getTime() - DAY_MS));
+    const notBefore = new Date(
+      Math.min(now - 3_600_000 - issuedDaysAgo * DAY_MS, notAfter.getTime() - DAY_MS),
+    );
     return ["-startdate", opensslTime(notBefore), "-enddate", opensslTime(notAfter)];
   };
 
@@ -198,7 +202,7 @@ export function makePki(dir: string): Pki {
       "-notext",
       "-utf8",
       ...signing,
-      ...validity(request.days ?? 365),
+      ...validity(request.days ?? 365, request.issuedDaysAgo),
       "-extfile",
       extFile,
       "-in",
