@@ -6,7 +6,7 @@
  */
 import { Agent, get as httpsGet } from "node:https";
 import { rootCertificates } from "node:tls";
-import acme from "acme-client";
+import type AcmeLibrary from "acme-client";
 import type { ChallengeCertificate } from "./challenges.ts";
 import { type AcmeKeyType, accountKeyPem, newCertificateKey } from "./keys.ts";
 
@@ -52,6 +52,30 @@ export class OrderError extends Error {
 }
 
 let challengeSerial = 0;
+let caAgent: Agent | undefined;
+let library: Promise<typeof AcmeLibrary> | null = null;
+
+/**
+ * acme-client (with axios and node-forge) costs a quarter second to load: it is loaded on the first
+ * order, so validate, explain and a serve without resolvers never pay for it.
+ */
+function acmeLibrary(): Promise<typeof AcmeLibrary> {
+  library ??= import("acme-client").then((module) => {
+    const acme = module.default;
+    // Our own retry loop (with its log lines) handles an unreachable CA; the library's own five slow
+    // retries per request would only hide it. Rate limits and 5xx still get one quick retry.
+    const settings = (
+      acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number; retryDefaultDelay: number } }
+    ).acmeSettings;
+    if (settings) {
+      settings.retryMaxAttempts = 2;
+      settings.retryDefaultDelay = 1;
+    }
+    if (caAgent) acme.axios.defaults.httpsAgent = caAgent;
+    return acme;
+  });
+  return library;
+}
 
 /**
  * Trust for the CA's HTTPS API: the system roots plus every resolver's caCertificates. acme-client
@@ -59,19 +83,14 @@ let challengeSerial = 0;
  * resolver; they only add trust anchors, never remove the system ones.
  */
 export function trustCaCertificates(extraPems: readonly string[]): void {
-  if (extraPems.length === 0) return;
-  caAgent = new Agent({ ca: [...rootCertificates, ...extraPems], keepAlive: true });
-  acme.axios.defaults.httpsAgent = caAgent;
-}
-
-// Our own retry loop (with its log lines) handles an unreachable CA; the library's own five slow
-// retries per request would only hide it. Rate limits and 5xx still get one quick retry.
-const settings = (
-  acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number; retryDefaultDelay: number } }
-).acmeSettings;
-if (settings) {
-  settings.retryMaxAttempts = 2;
-  settings.retryDefaultDelay = 1;
+  caAgent =
+    extraPems.length === 0
+      ? undefined
+      : new Agent({ ca: [...rootCertificates, ...extraPems], keepAlive: true });
+  if (library)
+    void library.then((acme) => {
+      acme.axios.defaults.httpsAgent = caAgent;
+    });
 }
 
 async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
@@ -98,8 +117,6 @@ function describe(err: unknown): string {
   return err.message || code || "unknown error";
 }
 
-let caAgent: Agent | undefined;
-
 /**
  * Fetches the directory once before the library does: the library loses the cause of a network
  * failure (a refused connection reaches us as a TypeError), and the cause is what the log must say.
@@ -119,6 +136,7 @@ function probeDirectory(url: string): Promise<void> {
 export async function orderCertificate(request: OrderRequest): Promise<OrderResult> {
   const { names } = request;
   await step("reach the CA", () => probeDirectory(request.directoryUrl));
+  const acme = await acmeLibrary();
   const accountKey = accountKeyPem(request.account.keyDer);
   let account = request.account;
   const client = new acme.Client({
