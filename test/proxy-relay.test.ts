@@ -12,7 +12,13 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
 import { dialServer, type ProxyAddresses, type ResolvedTransport } from "../src/proxy/dial.ts";
-import { type RelayOptions, type RelayResult, relay } from "../src/proxy/relay.ts";
+import {
+  lostEndGuardFor,
+  type RelayOptions,
+  type RelayResult,
+  relay,
+  relayNote,
+} from "../src/proxy/relay.ts";
 import { decodeProxyHeader } from "../src/wire/proxy-protocol.ts";
 import { makePki } from "./helpers/pki.ts";
 
@@ -319,6 +325,122 @@ describe("relay", { timeout: 30_000 }, () => {
     assert.equal(result.firstClose, "error");
     await t.close();
     await close(backend);
+  });
+});
+
+/**
+ * A backend that reads nothing for `startAfterMs` (so a large upload fills the buffers and the relay
+ * pauses the client), counts what arrives, and answers `done:<bytes>` once the client's end reaches it.
+ */
+function slowCountingBackend(startAfterMs: number, answer = true): net.Server {
+  return net.createServer({ allowHalfOpen: true }, (socket) => {
+    let bytes = 0;
+    socket.pause();
+    setTimeout(() => socket.resume(), startAfterMs);
+    socket.on("data", (d: Buffer) => {
+      bytes += d.length;
+    });
+    socket.on("end", () => {
+      if (answer) socket.end(`done:${bytes}`);
+    });
+    socket.on("error", () => socket.destroy());
+  });
+}
+
+const EIGHT_MIB = 8 << 20;
+
+// Node delivers every end, so a client that never sends its FIN stands in for one whose FIN was lost.
+describe("relay: the lost-end guard", { timeout: 30_000 }, () => {
+  it("takes the end of a paused, then quiet client as read: the backend ends and the answer comes back", async () => {
+    const backend = slowCountingBackend(200);
+    const backendPort = await listen(backend);
+    const options: RelayOptions = {
+      terminationDelayMs: 2_000,
+      lostEndGuard: { sides: ["client"], quietMs: 300 },
+    };
+    const t = await tunnel(backendPort, options);
+    const client = await connect(t.port, false);
+    const got = collect(client);
+    client.write(Buffer.alloc(EIGHT_MIB, 0x61)); // and no end(): as if it had been lost
+    const reply = await got;
+    assert.equal(reply.data.toString(), `done:${EIGHT_MIB}`);
+    const result = await t.results[0]!;
+    assert.equal(result.assumedEnd, "client");
+    assert.equal(result.firstClose, "client");
+    assert.equal(result.error, null);
+    assert.equal(result.bytesFromClient, EIGHT_MIB);
+    assert.match(relayNote(result, options) ?? "", /client's end of stream was assumed after 300ms/);
+    await t.close();
+    await close(backend);
+  });
+
+  it("leaves a quiet client alone when it was never paused", async () => {
+    const backendGot: Promise<{ data: Buffer }>[] = [];
+    const backend = net.createServer({ allowHalfOpen: true }, (socket) => {
+      backendGot.push(collect(socket));
+      socket.on("end", () => socket.end());
+    });
+    const backendPort = await listen(backend);
+    const t = await tunnel(backendPort, {
+      terminationDelayMs: 2_000,
+      lostEndGuard: { sides: ["client"], quietMs: 100 },
+    });
+    const client = await connect(t.port);
+    const got = collect(client);
+    client.write("first");
+    await new Promise((r) => setTimeout(r, 400));
+    client.end("second");
+    await got;
+    const result = await t.results[0]!;
+    assert.equal(result.assumedEnd, null);
+    assert.equal(result.error, null);
+    assert.equal((await backendGot[0]!).data.toString(), "firstsecond");
+    await t.close();
+    await close(backend);
+  });
+
+  it("cuts the connection when the client speaks after its end was assumed", async () => {
+    let backendEnded!: () => void;
+    const sawEnd = new Promise<void>((resolve) => {
+      backendEnded = resolve;
+    });
+    const backend = slowCountingBackend(200, false);
+    backend.on("connection", (socket: net.Socket) => socket.on("end", () => backendEnded()));
+    const backendPort = await listen(backend);
+    const t = await tunnel(backendPort, {
+      terminationDelayMs: -1,
+      lostEndGuard: { sides: ["client"], quietMs: 300 },
+    });
+    const client = await connect(t.port, false);
+    const got = collect(client);
+    client.write(Buffer.alloc(EIGHT_MIB, 0x61));
+    await sawEnd;
+    client.write("more");
+    await got;
+    const result = await t.results[0]!;
+    assert.equal(result.assumedEnd, "client");
+    assert.equal(result.errorSide, "client");
+    assert.match(result.error?.message ?? "", /sent more after its end was assumed/);
+    await t.close();
+    await close(backend);
+  });
+
+  it("lostEndGuardFor: only on Deno, only for TLS sides, only with a bound", () => {
+    const plain = new net.Socket();
+    const secure = new tls.TLSSocket(new net.Socket());
+    try {
+      assert.deepEqual(lostEndGuardFor(secure, plain, 1000, "node"), {});
+      assert.deepEqual(lostEndGuardFor(secure, plain, 1000, "bun"), {});
+      assert.deepEqual(lostEndGuardFor(secure, plain, 0, "deno"), {});
+      assert.deepEqual(lostEndGuardFor(plain, plain, 1000, "deno"), {});
+      assert.deepEqual(lostEndGuardFor(secure, plain, 1000, "deno"), {
+        lostEndGuard: { sides: ["client"], quietMs: 1000 },
+      });
+      assert.deepEqual(lostEndGuardFor(secure, secure, 5, "deno").lostEndGuard?.sides, ["client", "backend"]);
+    } finally {
+      plain.destroy();
+      secure.destroy();
+    }
   });
 });
 

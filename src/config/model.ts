@@ -28,6 +28,12 @@ export interface EntryPoint extends Named {
   /** Where readTimeout was written, when it was (diagnostics point there). */
   readTimeoutPos?: SourcePos;
   writeTimeoutMs: number;
+  /**
+   * `respondingTimeouts.idleTimeout` (default 180s as in Traefik, 0 = none). Traefik uses it for HTTP
+   * only, and so do Node and Bun here; on Deno it is the quiet period after which a relay whose TLS
+   * socket met backpressure takes the lost end of stream as read (proxy/relay.ts, README: Runtimes).
+   */
+  idleTimeoutMs: number;
   graceTimeoutMs: number;
   asDefault: boolean;
   allowACMEByPass: boolean;
@@ -214,6 +220,8 @@ export interface Model {
 
 export const DEFAULT_READ_TIMEOUT_MS = 60_000;
 export const DEFAULT_GRACE_TIMEOUT_MS = 10_000;
+/** Traefik's default `respondingTimeouts.idleTimeout`. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 180_000;
 export const DEFAULT_DIAL_TIMEOUT_MS = 30_000;
 export const DEFAULT_DIAL_KEEPALIVE_MS = 15_000;
 /** We default terminationDelay to 100ms everywhere (Traefik: 0 on its built-in transport). */

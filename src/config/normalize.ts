@@ -11,6 +11,7 @@ import {
   DEFAULT_DIAL_KEEPALIVE_MS,
   DEFAULT_DIAL_TIMEOUT_MS,
   DEFAULT_GRACE_TIMEOUT_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_READ_TIMEOUT_MS,
   DEFAULT_TERMINATION_DELAY_MS,
   type EntryPoint,
@@ -154,6 +155,7 @@ function readEntryPoint(
   let readTimeoutMs = DEFAULT_READ_TIMEOUT_MS;
   let readTimeoutPos: SourcePos | undefined;
   let writeTimeoutMs = 0;
+  let idleTimeoutMs = DEFAULT_IDLE_TIMEOUT_MS;
   let graceTimeoutMs = DEFAULT_GRACE_TIMEOUT_MS;
   const transport = r.map("transport");
   if (transport) {
@@ -165,7 +167,7 @@ function readEntryPoint(
         readTimeoutPos = readTimeout.pos;
       }
       writeTimeoutMs = responding.duration("writeTimeout")?.value ?? 0;
-      responding.duration("idleTimeout");
+      idleTimeoutMs = responding.duration("idleTimeout")?.value ?? idleTimeoutMs;
       responding.finish(["readTimeout", "writeTimeout", "idleTimeout"]);
     }
     const life = transport.map("lifeCycle");
@@ -240,6 +242,7 @@ function readEntryPoint(
     readTimeoutMs,
     ...(readTimeoutPos ? { readTimeoutPos } : {}),
     writeTimeoutMs,
+    idleTimeoutMs,
     graceTimeoutMs,
     asDefault,
     allowACMEByPass,

@@ -23,7 +23,7 @@ import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } fr
 import { dialServer, type ProxyAddresses } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
 import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
-import { relay } from "./relay.ts";
+import { lostEndGuardFor, type RelayOptions, relay, relayNote } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
@@ -452,12 +452,16 @@ async function serveRoute(
     }
   }
 
-  const terminationDelayMs = dialedTarget?.transport.terminationDelayMs ?? 100;
+  const relayOptions: RelayOptions = {
+    terminationDelayMs: dialedTarget?.transport.terminationDelayMs ?? 100,
+    // Deno can lose a paused TLS socket's end of stream: the entry point's idleTimeout bounds the wait.
+    ...lostEndGuardFor(client, backend, env.entryPoint.idleTimeoutMs),
+  };
   if (toBackendFirst.length > 0) backend.write(toBackendFirst);
-  const result = await relay(client, backend, { terminationDelayMs });
+  const result = await relay(client, backend, relayOptions);
   record.bytesIn = result.bytesFromClient + toBackendFirst.length;
   record.bytesOut = result.bytesFromBackend;
-  finish("closed", result.error ? result.error.message : undefined);
+  finish("closed", result.error ? result.error.message : relayNote(result, relayOptions));
 }
 
 /**

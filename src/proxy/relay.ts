@@ -10,8 +10,16 @@
  *
  * Both streams must be created with `allowHalfOpen: true`, otherwise Node ends a socket's write half
  * by itself the moment its read half ends and the propagation here has nothing left to do.
+ *
+ * Deno's TLS sockets can lose their peer's end of stream: one paused by backpressure when the peer's
+ * close_notify and FIN arrive never emits 'end' or 'close', and then resumes looking healthy
+ * (README: Runtimes). `lostEndGuard` is the workaround: once such a socket has been paused, a quiet
+ * connection is taken to mean that its end was lost.
  */
+
 import type { Duplex } from "node:stream";
+import { TLSSocket } from "node:tls";
+import { currentRuntime, type TlsRuntime } from "../tls/runtime-support.ts";
 
 export interface RelayOptions {
   /** Time the other peer gets to finish sending after the first half-close; negative = unlimited. */
@@ -23,6 +31,15 @@ export interface RelayOptions {
    * idle bound then releases it.
    */
   idleTimeoutMs?: number;
+  /**
+   * For streams that can lose their peer's end of stream while paused (see the top of this file):
+   * once one of `sides` has been paused by backpressure, `quietMs` without a byte in either direction
+   * is taken as that side's end. Its peer is half-closed as if the end had arrived, and the relay goes
+   * on as after a real end (the answer still flows back, terminationDelay applies). A byte from that
+   * side afterwards proves the guess wrong and cuts the connection. Nothing happens for a side never
+   * paused, nor for one whose end was read.
+   */
+  lostEndGuard?: { sides: readonly RelaySide[]; quietMs: number };
 }
 
 export interface RelayResult {
@@ -36,9 +53,48 @@ export interface RelayResult {
   cutBy: "terminationDelay" | "idleTimeout" | null;
   /** Which side the first error came from, when there was one. */
   errorSide: "client" | "backend" | null;
+  /** The side whose end the lost-end guard assumed after a quiet period; null when every end was read. */
+  assumedEnd: RelaySide | null;
 }
 
-type Side = "client" | "backend";
+export type RelaySide = "client" | "backend";
+type Side = RelaySide;
+
+/**
+ * Runtimes whose TLS sockets lose the peer's end of stream while paused by backpressure: Deno 2.x
+ * (measured on 2.9.6, reference/runtimes.md §5). Node and Bun deliver it.
+ */
+export function losesPausedTlsEnd(runtime: TlsRuntime = currentRuntime()): boolean {
+  return runtime === "deno";
+}
+
+/**
+ * The relay options serve adds for a connection: on a runtime that loses a paused TLS socket's end,
+ * guard the TLS sides of the tunnel with the entry point's idle bound (0 = no guard). Nothing on
+ * other runtimes, where an idle connection is left alone as Traefik leaves it.
+ */
+export function lostEndGuardFor(
+  client: Duplex,
+  backend: Duplex,
+  quietMs: number,
+  runtime: TlsRuntime = currentRuntime(),
+): Pick<RelayOptions, "lostEndGuard"> {
+  if (!losesPausedTlsEnd(runtime) || quietMs <= 0) return {};
+  const sides: Side[] = [];
+  if (client instanceof TLSSocket) sides.push("client");
+  if (backend instanceof TLSSocket) sides.push("backend");
+  return sides.length > 0 ? { lostEndGuard: { sides, quietMs } } : {};
+}
+
+/** What the access log says about a relay that ended without an error, when there is something to say. */
+export function relayNote(result: RelayResult, options: RelayOptions): string | undefined {
+  if (result.assumedEnd === null) return undefined;
+  const quiet = options.lostEndGuard?.quietMs ?? 0;
+  return (
+    `the ${result.assumedEnd}'s end of stream was assumed after ${quiet}ms without traffic ` +
+    "(the runtime can lose it after backpressure; README: Runtimes)"
+  );
+}
 
 /** The few socket methods the relay uses when the stream is a real socket. */
 interface MaybeSocket {
@@ -55,6 +111,7 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
       firstClose: "error",
       cutBy: null,
       errorSide: null,
+      assumedEnd: null,
     };
     const streams: Record<Side, Duplex> = { client, backend };
     const ended: Record<Side, boolean> = { client: false, backend: false };
@@ -62,12 +119,22 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
     let firstDecided = false;
     let terminationTimer: ReturnType<typeof setTimeout> | null = null;
     let done = false;
+    // The lost-end guard's state (see RelayOptions.lostEndGuard).
+    const guard = options.lostEndGuard && options.lostEndGuard.quietMs > 0 ? options.lostEndGuard : null;
+    const pausedOnce: Record<Side, boolean> = { client: false, backend: false };
+    let lastByteAt = Date.now();
+    let guardTimer: ReturnType<typeof setTimeout> | null = null;
+    const stopGuard = (): void => {
+      if (guardTimer) clearTimeout(guardTimer);
+      guardTimer = null;
+    };
 
     const other = (side: Side): Side => (side === "client" ? "backend" : "client");
 
     const destroyBoth = (): void => {
       if (terminationTimer) clearTimeout(terminationTimer);
       terminationTimer = null;
+      stopGuard();
       client.destroy();
       backend.destroy();
     };
@@ -76,6 +143,7 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
       if (done || !closed.client || !closed.backend) return;
       done = true;
       if (terminationTimer) clearTimeout(terminationTimer);
+      stopGuard();
       resolve(result);
     };
 
@@ -156,7 +224,53 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
     const count = (side: Side) => (chunk: Buffer | string) => {
       if (side === "client") result.bytesFromClient += chunk.length;
       else result.bytesFromBackend += chunk.length;
+      if (guard) lastByteAt = Date.now();
     };
+
+    // ----- the lost-end guard ---------------------------------------------------------------------
+    /** Sides that were paused and whose end has not been read: the ones whose end may have been lost. */
+    const suspects = (): Side[] => (guard?.sides ?? []).filter((side) => pausedOnce[side] && !ended[side]);
+
+    const assumeEnd = (side: Side): void => {
+      result.assumedEnd ??= side;
+      onEnd(side);
+      // The peer's write half is ended now: nothing more may be copied there. A byte that still comes
+      // means the end was not lost after all, and the connection cannot go on.
+      const stream = streams[side];
+      stream.unpipe(streams[other(side)]);
+      stream.on("data", () => {
+        if (!result.error) {
+          result.error = new Error(`the ${side} sent more after its end was assumed`);
+          result.errorSide = side;
+        }
+        destroyBoth();
+      });
+      stream.resume();
+    };
+
+    const checkQuiet = (): void => {
+      guardTimer = null;
+      if (done || !guard) return;
+      const quiet = Date.now() - lastByteAt;
+      if (quiet < guard.quietMs) {
+        guardTimer = setTimeout(checkQuiet, guard.quietMs - quiet);
+        guardTimer.unref?.();
+        return;
+      }
+      for (const side of suspects()) assumeEnd(side);
+    };
+
+    if (guard) {
+      for (const side of guard.sides) {
+        // pipe() pauses the source when the destination's buffer is full: that is the dangerous moment.
+        streams[side].on("pause", () => {
+          pausedOnce[side] = true;
+          if (guardTimer || done || ended[side]) return;
+          guardTimer = setTimeout(checkQuiet, guard.quietMs);
+          guardTimer.unref?.();
+        });
+      }
+    }
 
     client.pipe(backend, { end: false });
     backend.pipe(client, { end: false });
