@@ -23,6 +23,8 @@ interface Served {
   issuer: string;
   sans: string;
   serial: string;
+  /** Public key as openssl names it: "id-ecPublicKey 256", "rsaEncryption 2048". */
+  key: string;
   verify: string;
   pem: string;
 }
@@ -34,7 +36,7 @@ function served(port: number, name: string, caFile?: string): Served {
   const run = spawnSync("openssl", args, { input: "", encoding: "utf8", timeout: 10_000 });
   const out = `${run.stdout}${run.stderr}`;
   const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(run.stdout)?.[0] ?? "";
-  if (!pem) return { ok: false, subject: "", issuer: "", sans: "", serial: "", verify: out, pem };
+  if (!pem) return { ok: false, subject: "", issuer: "", sans: "", serial: "", key: "", verify: out, pem };
   const text = execFileSync(
     "openssl",
     ["x509", "-noout", "-subject", "-issuer", "-serial", "-ext", "subjectAltName"],
@@ -48,10 +50,18 @@ function served(port: number, name: string, caFile?: string): Served {
     subject: /subject=(.*)/.exec(text)?.[1]?.trim() ?? "",
     issuer: /issuer=(.*)/.exec(text)?.[1]?.trim() ?? "",
     serial: /serial=(.*)/.exec(text)?.[1]?.trim() ?? "",
+    key: publicKeyOf(pem),
     sans: /X509v3 Subject Alternative Name:\s*\n\s*(.*)/.exec(text)?.[1]?.trim() ?? "",
     verify: /Verify return code: (.*)/.exec(out)?.[1]?.trim() ?? out,
     pem,
   };
+}
+
+function publicKeyOf(pem: string): string {
+  const text = execFileSync("openssl", ["x509", "-noout", "-text"], { input: pem, encoding: "utf8" });
+  const algorithm = /Public Key Algorithm: (\S+)/.exec(text)?.[1] ?? "?";
+  const bits = /Public-Key: \((\d+) bit\)/.exec(text)?.[1] ?? "?";
+  return `${algorithm} ${bits}`;
 }
 
 function config(options: {
@@ -163,6 +173,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     assert.match(cert.sans, /DNS:app\.tlsroute\.test/);
     assert.match(cert.issuer, /Pebble/i);
     assert.equal(cert.verify, "0 (ok)");
+    assert.equal(cert.key, "id-ecPublicKey 256", "EC P-256 keys by default");
 
     // The CA's validation connections are in the access log as acme-tls/1 challenge handshakes.
     const challenges = first.accessLines().filter((l) => l.reason === "acme_challenge");
@@ -262,7 +273,14 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
       tls: { certResolver: pebble }
 `;
     const s = await serve(
-      config({ port, directory: pebble.directory, caFile: pebble.apiCa.certFile, storage, routers }),
+      config({
+        port,
+        directory: pebble.directory,
+        caFile: pebble.apiCa.certFile,
+        storage,
+        routers,
+        extraAcme: "      keyType: RSA2048",
+      }),
       "renew",
     );
     const request = await s.waitFor((l) => l.msg === "requesting certificate", 20_000);
@@ -270,6 +288,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
     const cert = served(port, "renew.tlsroute.test", rootFile);
     assert.equal(cert.verify, "0 (ok)", "the renewed certificate comes from Pebble");
+    assert.equal(cert.key, "rsaEncryption 2048", "keyType RSA2048");
     const entries = JSON.parse(readFileSync(storage, "utf8")).pebble.Certificates;
     assert.equal(entries.length, 1, "the renewed certificate replaces the old one");
     assert.notEqual(Buffer.from(entries[0].certificate, "base64").toString(), old.chainPem);
