@@ -174,7 +174,9 @@ function writeExplanation(result: Explanation, configErrors: number): void {
     );
   }
   lines.push(paint.bold("Routers, in evaluation order"));
-  if (result.candidates.length === 0)
+  if (d.acmeChallenge)
+    lines.push(paint.dim("  (none consulted: an ACME TLS-ALPN-01 validation comes first)"));
+  else if (result.candidates.length === 0)
     lines.push(paint.dim("  (no router on this entry point for this kind of connection)"));
   let afterChoice = false;
   for (const c of result.candidates) {
@@ -191,7 +193,9 @@ function writeExplanation(result: Explanation, configErrors: number): void {
     if (c.chosen) afterChoice = true;
   }
   lines.push(paint.bold("Decision"));
-  if (d.matched && !d.refusal) {
+  if (d.acmeChallenge) {
+    lines.push(`  ${paint.ok("✔")} ACME challenge → answered by tlsroute (ALPN ${d.alpn})`);
+  } else if (d.matched && !d.refusal) {
     lines.push(
       `  ${paint.ok("✔")} router ${paint.bold(d.router ?? "")} → service ${paint.bold(d.service ?? "")} (${d.mode})`,
     );

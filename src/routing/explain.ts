@@ -67,7 +67,8 @@ export function explain(
   // The decision comes from decide(), the indexed lookup serve uses; the scan below only explains it.
   const decision = decide(ctx, facts);
   const plain = fastPath || !facts.tls;
-  const routes: readonly Route[] = table ? (plain ? table.tcp : table.tls) : [];
+  // An ACME validation is answered before any router is looked at: there is nothing to trace.
+  const routes: readonly Route[] = table && !decision.acmeChallenge ? (plain ? table.tcp : table.tls) : [];
   const ruleFacts = {
     sni: plain ? "" : facts.sni,
     alpn: plain ? [] : facts.alpn,
