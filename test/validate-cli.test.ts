@@ -879,6 +879,115 @@ const CASES: FixtureCase[] = [
     at: { line: "certResolver:", token: "letsencrpyt" },
     hint: /Did you mean "letsencrypt"\?/,
   },
+  {
+    file: "acme-no-challenge.yml",
+    code: "acme-no-challenge",
+    severity: "error",
+    // The acme section's first key: where a challenge would be added.
+    at: { line: "email: ops@example.com", token: "email" },
+    path: "certificatesResolvers.le.acme",
+    hint: /tlsChallenge/,
+  },
+  {
+    file: "acme-unknown-key-type.yml",
+    code: "acme-unknown-key-type",
+    severity: "error",
+    at: { line: "keyType:", token: "EC265" },
+    path: "certificatesResolvers.le.acme.keyType",
+    hint: /Did you mean "EC256"\?/,
+  },
+  {
+    file: "acme-invalid-ca-server.yml",
+    code: "acme-invalid-ca-server",
+    severity: "error",
+    at: { line: "caServer:", token: "http://" },
+    path: "certificatesResolvers.le.acme.caServer",
+    hint: /https:\/\//,
+  },
+  {
+    file: "acme-storage-not-writable.yml",
+    code: "acme-storage-not-writable",
+    severity: "error",
+    at: { line: "storage:", token: "no-such-directory" },
+    path: "certificatesResolvers.le.acme.storage",
+    message: /no-such-directory\/acme\.json does not exist/,
+    hint: /Create .*no-such-directory/,
+  },
+  {
+    // A directory: the configuration, and a storage file in a hidden directory (not read as configuration).
+    file: "acme-storage-unreadable",
+    in: "acme-storage-unreadable/tlsroute.yml",
+    code: "acme-storage-unreadable",
+    severity: "error",
+    at: { line: "storage:", token: ".state" },
+    path: "certificatesResolvers.le.acme.storage",
+    message: /\.state\/acme\.json is not valid JSON/,
+    hint: /will not overwrite/,
+  },
+  {
+    file: "acme-stored-certificate-invalid",
+    in: "acme-stored-certificate-invalid/tlsroute.yml",
+    code: "acme-stored-certificate-invalid",
+    severity: "warning",
+    at: { line: "storage:", token: ".state" },
+    path: "certificatesResolvers.le.acme.storage",
+    message: /"app\.example\.com" cannot be used .*a new one is requested/,
+  },
+  {
+    file: "acme-name-not-certifiable.yml",
+    code: "acme-name-not-certifiable",
+    severity: "warning",
+    at: { line: "rule:", token: '"' },
+    path: "tcp.routers.apps.rule",
+    message: /"\*\.example\.com" is a wildcard/,
+    hint: true,
+  },
+  {
+    file: "acme-name-not-certifiable-regexp.yml",
+    code: "acme-name-not-certifiable",
+    severity: "warning",
+    at: { line: "rule:", token: '"' },
+    path: "tcp.routers.tenants.rule",
+    message: /HostSNIRegexp/,
+    hint: /tls\.domains/,
+  },
+  {
+    file: "acme-name-not-certifiable-domains.yml",
+    code: "acme-name-not-certifiable",
+    severity: "warning",
+    // The domains entry holding the wildcard, not the one before it.
+    at: { line: "- main: example.com", token: "main" },
+    path: "tcp.routers.app.tls.domains[1]",
+    message: /"\*\.example\.com" is a wildcard/,
+    hint: true,
+  },
+  {
+    file: "acme-resolver-on-passthrough.yml",
+    code: "acme-resolver-on-passthrough",
+    severity: "warning",
+    at: { line: "certResolver:", token: "le" },
+    path: "tcp.routers.app.tls.certResolver",
+    hint: /passthrough: false/,
+  },
+  {
+    file: "acme-challenge-bypassed.yml",
+    code: "acme-challenge-bypassed",
+    severity: "warning",
+    at: { line: "  websecure:", token: "websecure" },
+    path: "entryPoints.websecure.allowACMEByPass",
+    message: /"app\.example\.com"/,
+    hint: true,
+  },
+  {
+    file: "acme-passthrough-conflict.yml",
+    code: "acme-passthrough-conflict",
+    severity: "warning",
+    at: { line: 'rule: "HostSNI(`*`)"', token: '"' },
+    path: "tcp.routers.legacy.rule",
+    message: /router "legacy" .*resolver "le" uses tlsChallenge/,
+    // Not allowACMEByPass: the resolver's own router on this entry point needs the challenge answered.
+    hint: /another challenge/,
+  },
 
   // Several files: the second definition is the error, and it says where the first one is.
   {
@@ -1691,6 +1800,11 @@ function emittedCodes(): Set<string> {
     // Rule warnings, which compile.ts passes on as diagnostics with their own code.
     for (const w of source.matchAll(/(?:\bwarn|warnings\.push)\(\{\s*code:\s*"([a-z0-9-]+)"/g))
       codes.add(w[1]!);
+    // Problems collected first and reported later declare their codes in a type: `code: "a" | "b";`
+    // (acme/plan.ts). Only a declaration ends with ";", so object literals are not read here.
+    for (const t of source.matchAll(/\bcode:\s*("[a-z0-9-]+"(?:\s*\|\s*"[a-z0-9-]+")*)\s*;/g)) {
+      for (const literal of t[1]!.matchAll(/"([a-z0-9-]+)"/g)) codes.add(literal[1]!);
+    }
     // The unused-* family is built from a template.
     if (source.includes("`unused-${")) {
       for (const kind of ["service", "middleware", "servers-transport", "tls-options"])

@@ -28,7 +28,9 @@ export const ACME_KEY_TYPES: Record<string, AcmeKeyType> = {
 export const DEFAULT_KEY_TYPE = "EC256";
 
 export function keyTypeOf(name: string | undefined | null): AcmeKeyType {
-  return ACME_KEY_TYPES[name ?? DEFAULT_KEY_TYPE] ?? ACME_KEY_TYPES[DEFAULT_KEY_TYPE]!;
+  // hasOwn, not a plain lookup: "constructor" or "toString" must not find Object's prototype.
+  const key = name && Object.hasOwn(ACME_KEY_TYPES, name) ? name : DEFAULT_KEY_TYPE;
+  return ACME_KEY_TYPES[key]!;
 }
 
 /** A new certificate private key, PEM (PKCS#8). */

@@ -39,7 +39,7 @@ export function lintResolvers(
         "Use tlsChallenge: {}.",
       );
     }
-    if (resolver.keyType && !(resolver.keyType.value in ACME_KEY_TYPES)) {
+    if (resolver.keyType && !Object.hasOwn(ACME_KEY_TYPES, resolver.keyType.value)) {
       const near = closestName(resolver.keyType.value, Object.keys(ACME_KEY_TYPES));
       diags.error(
         "acme-unknown-key-type",
@@ -70,7 +70,8 @@ export function lintResolvers(
         "Set acme.email to receive expiry notices from the CA.",
       );
     }
-    if (!resolver.storage) {
+    // storage: "" stores nothing either (there is no path to write), so it gets the same warning.
+    if (!resolver.storage?.value.trim()) {
       diags.warning(
         "acme-no-storage",
         `resolver "${resolver.name}" has no storage file: certificates are requested again at every start`,
@@ -160,14 +161,20 @@ function lintChallengeRouting(
       );
       continue;
     }
+    // Resolver names validated here: allowACMEByPass would take these challenges away from tlsroute.
+    const ownNames = [...(requested.get(ep.name) ?? [])];
     for (const route of compiled.tables.get(ep.name)?.tls ?? []) {
       if (route.mode !== "passthrough") continue;
+      // A passthrough router naming a resolver is reported as acme-resolver-on-passthrough already.
+      if (route.router.tls?.certResolver) continue;
       diags.warning(
         "acme-passthrough-conflict",
         `passthrough router "${route.name}" listens on entry point "${ep.name}", where tlsroute answers every TLS-ALPN-01 (acme-tls/1) connection itself because resolver "${challengers[0]!.name}" uses tlsChallenge: its backend cannot validate certificates of its own that way`,
         route.router.rule?.pos ?? route.router.pos,
         `${route.router.path}.rule`,
-        `If the backend gets its own certificates, set allowACMEByPass: true on entry point "${ep.name}" (tlsroute's resolvers then validate on other entry points).`,
+        ownNames.length > 0
+          ? `Routers on entry point "${ep.name}" need tlsroute to answer the challenge for ${quoteList(ownNames)}, so allowACMEByPass is no way out here: if the backend gets its own certificates, have it use another challenge (HTTP-01 or DNS-01).`
+          : `If the backend gets its own certificates, set allowACMEByPass: true on entry point "${ep.name}" (tlsroute's resolvers then validate on other entry points).`,
       );
     }
   }
