@@ -18,7 +18,7 @@ import { type CompiledConfig, compile } from "./routing/compile.ts";
 import { buildRoutingContext } from "./routing/context.ts";
 import type { RoutingContext } from "./routing/decide.ts";
 import { type CertificateCatalog, type LoadedCertificate, loadCatalog } from "./tls/catalog.ts";
-import type { TlsRuntime } from "./tls/runtime-support.ts";
+import { currentRuntime, type TlsRuntime } from "./tls/runtime-support.ts";
 import { CertificateIndex } from "./tls/select.ts";
 
 export interface Workspace {
@@ -51,7 +51,13 @@ export function openWorkspace(paths: readonly string[], options: WorkspaceOption
   lintServices(model, lint);
   lintTlsOptions(model, lint, { now, ...(options.runtime ? { runtime: options.runtime } : {}) });
   lintTransportsTls(model, lint, now);
-  lintResolvers(model, compiled, planCertificates(model, compiled), lint);
+  lintResolvers(
+    model,
+    compiled,
+    planCertificates(model, compiled),
+    lint,
+    options.runtime ?? currentRuntime(),
+  );
   lintRouting(model, compiled, lint);
   lintCoverage(model, compiled, catalog, lint);
   lintPostgresAlpn(model, compiled, lint);

@@ -12,10 +12,16 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { freePort, type Pebble, pebbleInstalled, startPebble } from "./helpers/pebble.ts";
 import { makePki } from "./helpers/pki.ts";
+import { DENO_FLAGS, runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { type ServeProcess, startServe } from "./helpers/serve.ts";
 
-const available = pebbleInstalled();
-const skip = available ? false : "pebble is not installed (Debian package pebble; .ci/run installs it)";
+/** The runtime serve runs on: TLSROUTE_RUNTIME (npm run test:bun / test:deno run this file too). */
+const runtime = runtimeUnderTest();
+const skip = !pebbleInstalled()
+  ? "pebble is not installed (Debian package pebble; .ci/run installs it)"
+  : runtime === "deno"
+    ? "Deno cannot serve TLS-ALPN-01 challenge certificates (see the Deno test below)"
+    : false;
 
 interface Served {
   ok: boolean;
@@ -146,7 +152,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
   async function serve(configText: string, name: string): Promise<ServeProcess> {
     const file = join(dir, `${name}.yml`);
     writeFileSync(file, configText);
-    const s = await startServe(["-c", file, "--log-level", "debug"]);
+    const s = await startServe(["-c", file, "--log-level", "debug"], { runtime });
     running.push(s);
     return s;
   }
@@ -403,5 +409,53 @@ tcp:
     assert.equal(routed.mode, "passthrough");
     await backend.close();
     await stop(s2);
+  });
+});
+
+describe("ACME on Deno", { skip: runtime === "deno" ? false : "runs under npm run test:deno" }, () => {
+  test("validate warns and serve orders nothing, saying why, while stored certificates stay served", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tlsroute-acme-deno-"));
+    try {
+      const port = await freePort();
+      const file = join(dir, "deno.yml");
+      writeFileSync(
+        file,
+        config({
+          port,
+          directory: "https://127.0.0.1:1/dir",
+          caFile: "ca.pem",
+          storage: join(dir, "acme.json"),
+          routers: ROUTER_APP,
+        }).replace(/\n\s*caCertificates: .*\n/, "\n"),
+      );
+      // validate with its documented permissions: it warns that serve needs --allow-write, and why orders fail.
+      const validate = await runOn("deno", ["validate", file, "--format", "json"]);
+      const json = JSON.parse(validate.stdout) as { ok: boolean; diagnostics: { code: string }[] };
+      const codes = json.diagnostics.map((d) => d.code);
+      assert.ok(codes.includes("runtime-acme-challenge-unsupported"), validate.stdout);
+      assert.ok(codes.includes("deno-storage-not-allowed"), validate.stdout);
+      assert.equal(json.ok, true, "warnings only");
+      // The README's serve permissions, with --allow-write for the storage file.
+      const s = await startServe(["-c", file], {
+        runtime,
+        denoFlags: [...DENO_FLAGS.serve, `--allow-write=${dir}`],
+      });
+      try {
+        await s.waitFor((l) => l.msg.startsWith("ACME orders are off on Deno"), 20_000);
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal(s.lines.filter((l) => l.msg === "requesting certificate").length, 0);
+        // Routing goes on with the generated certificate.
+        const line = spawnSync(
+          "openssl",
+          ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", "app.tlsroute.test", "-quiet"],
+          { input: "", encoding: "utf8", timeout: 10_000 },
+        ).stdout;
+        assert.match(line, /"router":"app"/);
+      } finally {
+        await s.stop("SIGTERM");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import type { AcmeResolver } from "../config/model.ts";
 import type { Logger } from "../proxy/log.ts";
+import { currentRuntime } from "../tls/runtime-support.ts";
 import type { Workspace } from "../workspace.ts";
 import type { ChallengeCertificate } from "./challenges.ts";
 import { type AccountState, OrderError, orderCertificate, trustCaCertificates } from "./client.ts";
@@ -47,6 +48,7 @@ export class AcmeManager {
   private resolvers = new Map<string, ResolverState>();
   private requests = new Map<string, RequestState>();
   private stopped = false;
+  private denoWarned = false;
 
   constructor(
     private readonly log: Logger,
@@ -91,6 +93,19 @@ export class AcmeManager {
     }
     this.requests = requests;
     this.publishCertificates();
+    if (requests.size > 0 && currentRuntime() === "deno") {
+      // Orders could only fail there (see runtime-acme-challenge-unsupported), and failed validations
+      // count against the CA's rate limits: say so once and serve what is stored.
+      if (!this.denoWarned)
+        this.log.error(
+          "ACME orders are off on Deno: its TLS cannot serve the TLS-ALPN-01 challenge certificate",
+          {
+            hint: "Run serve on Node or Bun to obtain certificates; stored ones are served.",
+          },
+        );
+      this.denoWarned = true;
+      return;
+    }
     for (const state of requests.values()) if (!state.running && state.failures === 0) this.check(state);
   }
 

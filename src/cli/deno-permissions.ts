@@ -11,7 +11,7 @@ import { DEFAULT_CONFIG_NAMES } from "../config/load.ts";
 export type CommandName = "validate" | "explain" | "inspect" | "serve";
 
 export interface DenoPermission {
-  flag: "--allow-read" | "--allow-env" | "--allow-net" | "--allow-sys";
+  flag: "--allow-read" | "--allow-env" | "--allow-net" | "--allow-sys" | "--allow-write";
   /** When the command needs it and for what. */
   why: string;
 }
@@ -38,6 +38,7 @@ export const DENO_PERMISSIONS: Readonly<Record<CommandName, readonly DenoPermiss
     { flag: "--allow-net", why: "always: entry points and backends" },
     { flag: "--allow-read", why: "always: configuration, certificate and CA files" },
     ENV,
+    { flag: "--allow-write", why: "with ACME resolvers: their storage files (acme.json)" },
   ],
 };
 

@@ -10,6 +10,7 @@ import type { Diagnostics } from "../config/reader.ts";
 import { resolveRef } from "../config/refs.ts";
 import type { CompiledConfig } from "../routing/compile.ts";
 import { closestName } from "../text/suggest.ts";
+import type { TlsRuntime } from "../tls/runtime-support.ts";
 import { lintCaFile } from "./tls.ts";
 
 export function lintResolvers(
@@ -17,11 +18,23 @@ export function lintResolvers(
   compiled: CompiledConfig,
   plan: AcmePlan,
   diags: Diagnostics,
+  runtime: TlsRuntime,
 ): void {
   for (const resolver of model.resolvers.values()) {
     // A resolver without an acme section is reported as such; everything below would be noise.
     if (!resolver.acmePos) continue;
     const at = (key: string) => `${resolver.path}.acme.${key}`;
+    if (runtime === "deno" && resolver.challenge?.value === "tlsChallenge") {
+      // Measured: Deno's TLS server refuses a certificate carrying an unknown critical extension, and
+      // RFC 8737 requires the challenge certificate's acmeIdentifier extension to be critical.
+      diags.warning(
+        "runtime-acme-challenge-unsupported",
+        `resolver "${resolver.name}" cannot validate names when tlsroute runs on Deno: Deno's TLS refuses the TLS-ALPN-01 challenge certificate (its critical acmeIdentifier extension), so every order fails`,
+        resolver.challenge.pos,
+        at("tlsChallenge"),
+        "Run serve on Node or Bun; certificates already stored in acme.json are still served on Deno.",
+      );
+    }
     if (!resolver.challenge) {
       diags.error(
         "acme-no-challenge",
