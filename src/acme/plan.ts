@@ -45,16 +45,26 @@ export function uncertifiableName(name: string): string | null {
   return null;
 }
 
-function usesRegexp(expr: RuleExpr): boolean {
+/**
+ * The HostSNI names and HostSNIRegexp uses a rule matches on, in source order. Negated ones are left
+ * out: `!HostSNI(x)` names a host the router refuses, so certifying it would be wrong.
+ */
+function hostMatchers(expr: RuleExpr, negated = false, out = { names: [] as string[], regexp: false }) {
   switch (expr.type) {
     case "and":
     case "or":
-      return usesRegexp(expr.left) || usesRegexp(expr.right);
+      hostMatchers(expr.left, negated, out);
+      hostMatchers(expr.right, negated, out);
+      break;
     case "not":
-      return usesRegexp(expr.operand);
+      hostMatchers(expr.operand, !negated, out);
+      break;
     default:
-      return expr.name === "HostSNIRegexp";
+      if (negated) break;
+      if (expr.name === "HostSNI") out.names.push(...expr.args.map((a) => a.toLowerCase()));
+      else if (expr.name === "HostSNIRegexp") out.regexp = true;
   }
+  return out;
 }
 
 function canonical(name: string): string {
@@ -119,13 +129,14 @@ export function planCertificates(model: Model, compiled: CompiledConfig): AcmePl
 
     const rule = status.rule;
     if (!rule) continue;
-    if (usesRegexp(rule.expr)) {
+    const matchers = hostMatchers(rule.expr);
+    if (matchers.regexp) {
       problem(
         `router "${status.name}" matches names with HostSNIRegexp, which resolver "${resolver}" cannot turn into certificate names`,
         "List the names to certify in tls.domains (main and sans).",
       );
     }
-    const names = rule.hostSNIValues.map(canonical);
+    const names = matchers.names.map(canonical);
     const certifiable: string[] = [];
     for (const name of names) {
       const why = uncertifiableName(name);
@@ -136,7 +147,7 @@ export function planCertificates(model: Model, compiled: CompiledConfig): AcmePl
         );
       } else certifiable.push(name);
     }
-    if (names.length === 0 && !usesRegexp(rule.expr)) {
+    if (names.length === 0 && !matchers.regexp) {
       problem(
         `router "${status.name}" names resolver "${resolver}" but its rule has no HostSNI name to certify`,
         "Add HostSNI(`name`) to the rule, or list the names in tls.domains.",

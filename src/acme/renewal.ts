@@ -16,10 +16,13 @@ export interface Validity {
 
 /** The moment from which the certificate should be renewed. */
 export function renewalTime(validity: Validity, certificatesDurationHours: number): Date {
-  const lifetime = validity.notAfter.getTime() - validity.notBefore.getTime();
+  const start = validity.notBefore.getTime();
+  const lifetime = validity.notAfter.getTime() - start;
   const configured = certificatesDurationHours > 0 ? certificatesDurationHours * HOUR_MS : lifetime;
   const basis = Math.max(0, Math.min(lifetime, configured));
-  return new Date(validity.notAfter.getTime() - basis / 3);
+  // Two thirds into the (possibly shortened) lifetime, counted from notBefore: a shorter configured
+  // duration moves renewal earlier. Counting back from notAfter instead would move it later.
+  return new Date(start + (basis * 2) / 3);
 }
 
 /** Retry delays after consecutive failures: 5 s, 10 s, 20 s, … capped at one hour. */
