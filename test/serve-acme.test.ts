@@ -329,6 +329,21 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     ).stdout;
     assert.match(line, /"router":"app"/, "the connection is routed meanwhile");
     assert.equal(s.child.exitCode, null);
+
+    // Fixing caServer and reloading retries at once instead of waiting out the back-off.
+    writeFileSync(
+      join(dir, "down.yml"),
+      config({
+        port,
+        directory: pebble.directory,
+        caFile: pebble.apiCa.certFile,
+        storage,
+        routers: ROUTER_APP,
+      }),
+    );
+    s.child.kill("SIGHUP");
+    await s.waitFor((l) => l.msg === "certificate obtained", 30_000);
+    assert.equal(served(port, "app.tlsroute.test", rootFile).verify, "0 (ok)");
     await stop(s);
   });
 

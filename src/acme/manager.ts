@@ -106,7 +106,13 @@ export class AcmeManager {
       this.denoWarned = true;
       return;
     }
-    for (const state of requests.values()) if (!state.running && state.failures === 0) this.check(state);
+    for (const state of requests.values()) {
+      if (state.running) continue;
+      // A reload is often the fix for a failing order (caServer, DNS, a port): try again now rather
+      // than at the end of the back-off.
+      if (state.failures > 0 && state.timer) clearTimeout(state.timer);
+      this.check(state);
+    }
   }
 
   stop(): void {
