@@ -4,7 +4,7 @@
  * person editing the configuration; nothing here throws on bad input.
  */
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
-import { readCertificateFields } from "./der.ts";
+import { certificateStructureProblem, privateKeyStructureProblem, readCertificateFields } from "./der.ts";
 import { ecKeyMatchesCertificate } from "./ec-key-check.ts";
 import { fail, ok, type Result } from "./result.ts";
 
@@ -65,11 +65,21 @@ function describeBlockTypes(blocks: PemBlock[]): string {
   return [...new Set(blocks.map((b) => b.type))].join(", ");
 }
 
-/** OpenSSL's "error:068000A8:asn1 encoding routines::wrong tag" → "asn1 encoding routines: wrong tag". */
-function opensslReason(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return message.replace(/^error:[0-9A-Fa-f]+:/, "").replace(/::/, ": ");
+/**
+ * The DER inside a PEM block, decoded by us (strict base64), or why it cannot be: the wording of a
+ * refusal must not depend on the runtime's PEM reader.
+ */
+function pemBlockDer(block: string): Uint8Array | { problem: string } {
+  const body = block.replace(/-----(BEGIN|END) [A-Z0-9 ]+-----/g, "").replace(/\s+/g, "");
+  if (body === "") return { problem: "no data between the BEGIN and END lines" };
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || body.length % 4 === 1) {
+    return { problem: "the text between the BEGIN and END lines is not valid base64" };
+  }
+  return new Uint8Array(Buffer.from(body, "base64"));
 }
+
+/** A refusal our structural reading cannot explain: the runtime's parser found a bad value inside. */
+const UNREADABLE_VALUE = "a value inside it is invalid, although its DER structure reads correctly";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Certificates
@@ -96,17 +106,31 @@ export function parseCertificateChain(pemText: string): Result<CertificateInfo[]
   }
   const infos: CertificateInfo[] = [];
   for (const [index, block] of certBlocks.entries()) {
+    const which = certBlocks.length === 1 ? "the certificate" : `certificate #${index + 1}`;
+    const invalid = (reason: string) =>
+      fail("invalid-certificate", `${which} is not a valid X.509 certificate (${reason})`);
+    // Our own DER reading decides what is structurally broken and words it: the runtimes' X.509
+    // parsers (OpenSSL on Node, BoringSSL on Bun, rustls' on Deno) each word a refusal their own way,
+    // and they do not even agree on what to refuse (Deno takes trailing bytes, Node an impossible
+    // date). Go's parser, which Traefik uses, is strict DER, as this reading is.
+    const der = pemBlockDer(block.text);
     let x509: X509Certificate;
     try {
       x509 = new X509Certificate(block.text);
-    } catch (error) {
-      const which = certBlocks.length === 1 ? "the certificate" : `certificate #${index + 1}`;
-      return fail(
-        "invalid-certificate",
-        `${which} is not a valid X.509 certificate (${opensslReason(error)})`,
-      );
+    } catch {
+      if (!(der instanceof Uint8Array)) return invalid(der.problem);
+      return invalid(certificateStructureProblem(der) ?? UNREADABLE_VALUE);
     }
-    infos.push(certificateInfo(x509));
+    const problem = certificateStructureProblem(der instanceof Uint8Array ? der : new Uint8Array(x509.raw));
+    if (problem) return invalid(problem);
+    let info: CertificateInfo;
+    try {
+      info = certificateInfo(x509);
+    } catch {
+      // The runtime parsed the certificate lazily and fails on a part only read on demand.
+      return invalid("its public key cannot be read");
+    }
+    infos.push(info);
   }
   return ok(infos);
 }
@@ -398,8 +422,14 @@ export function checkLeafKey(leaf: CertificateInfo, keyPem: string): Result<{ ke
   let key: KeyObject;
   try {
     key = createPrivateKey(keyBlock.text);
-  } catch (error) {
-    return fail("key-invalid", `the private key cannot be read (${opensslReason(error)})`);
+  } catch {
+    // Worded from our own reading, like a refused certificate: each runtime's decoder says it its way.
+    const der = pemBlockDer(keyBlock.text);
+    const reason =
+      der instanceof Uint8Array
+        ? (privateKeyStructureProblem(keyBlock.type, der) ?? UNREADABLE_VALUE)
+        : der.problem;
+    return fail("key-invalid", `the private key cannot be read (${reason})`);
   }
   const keyType = describePublicKey(key).keyType;
   let matches: boolean;
