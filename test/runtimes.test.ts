@@ -407,8 +407,72 @@ describe("Deno without a permission says which flag to add", {
       },
     );
     assert.equal(run.code, 2);
-    assert.match(run.stderr, /Deno refused: Requires net access/);
-    assert.match(run.stderr, /hint: Add --allow-net/);
+    const output = run.stdout + run.stderr;
+    assert.match(output, /cannot listen on 127\.0\.0\.1:0: Deno's --allow-net does not cover 127\.0\.0\.1:0/);
+    assert.match(output, /hint=Add --allow-net=127\.0\.0\.1:0/);
+    assert.doesNotMatch(output, /NotCapable|internal error/);
+  });
+
+  describe("serve: a reload adding an entry point --allow-net does not cover", () => {
+    let dir: string;
+    let file: string;
+    let serve: ServeOn;
+    const withEntryPoints = (extra: Record<string, string>) => ({
+      entryPoints: {
+        web: { address: `${HOST}:0` },
+        ...Object.fromEntries(Object.entries(extra).map(([name, address]) => [name, { address }])),
+      },
+      tcp: {
+        routers: { any: { rule: "HostSNI(`*`)", service: "whoami" } },
+        services: { whoami: { loadBalancer: { servers: [{ address: "whoami@internal" }] } } },
+      },
+    });
+    /** What whoami says to a plain TCP client on `port`. */
+    const whoami = (port: number) =>
+      new Promise<Record<string, unknown>>((resolve, reject) => {
+        const socket = net.connect({ host: HOST, port });
+        let text = "";
+        socket.setEncoding("utf8").on("data", (d: string) => {
+          text += d;
+        });
+        socket.on("end", () => resolve(JSON.parse(text) as Record<string, unknown>));
+        socket.on("error", reject);
+      });
+
+    before(async () => {
+      dir = mkdtempSync(path.join(tmpdir(), "tlsroute-deno-net-"));
+      file = path.join(dir, "tlsroute.json");
+      writeFileSync(file, JSON.stringify(withEntryPoints({})));
+      // Only 127.0.0.1: 127.0.0.2 is loopback too, but not covered.
+      serve = await serveOn("deno", ["-c", file], {
+        denoFlags: [`--allow-net=${HOST}`, "--allow-read", "--allow-env"],
+      });
+    });
+    after(async () => {
+      await serve?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("is refused with the flag to add; the running configuration keeps serving", async () => {
+      writeFileSync(file, JSON.stringify(withEntryPoints({ extra: "127.0.0.2:0" })));
+      serve.child.kill("SIGHUP");
+      const failed = await serve.waitFor((l) => l.msg === "reload failed; keeping the running configuration");
+      assert.match(
+        String(failed.error),
+        /entry point "extra" cannot listen on 127\.0\.0\.2:0: Deno's --allow-net does not cover 127\.0\.0\.2:0/,
+      );
+      assert.equal(serve.child.exitCode, null, "serve is still running");
+      assert.equal((await whoami(serve.ports.get("web")!)).entryPoint, "web");
+    });
+
+    it("a reload adding a covered entry point then works", async () => {
+      writeFileSync(file, JSON.stringify(withEntryPoints({ extra: `${HOST}:0` })));
+      serve.child.kill("SIGHUP");
+      const listening = await serve.waitFor((l) => l.msg === "listening" && l.entryPoint === "extra");
+      await serve.waitFor((l) => l.msg === "configuration reloaded");
+      const port = Number(String(listening.address).split(":").pop());
+      assert.equal((await whoami(port)).entryPoint, "extra");
+    });
   });
 });
 

@@ -5,6 +5,8 @@
  * which flags each command needs, checks the files a command is about to read, and turns a refusal
  * into a message that names the flag to add.
  */
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { DEFAULT_CONFIG_NAMES } from "../config/load.ts";
 
@@ -63,8 +65,13 @@ export function flagInDenoMessage(message: string): string | undefined {
   return /--allow-[a-z-]+/.exec(message)?.[0];
 }
 
+type PermissionDescriptor =
+  | { name: "read"; path: string }
+  | { name: "net"; host: string }
+  | { name: "sys"; kind: string };
+
 interface DenoPermissionsApi {
-  permissions: { querySync(descriptor: { name: "read"; path: string }): { state: string } };
+  permissions: { querySync(descriptor: PermissionDescriptor): { state: string } };
 }
 
 function denoApi(): DenoPermissionsApi | undefined {
@@ -73,13 +80,7 @@ function denoApi(): DenoPermissionsApi | undefined {
 
 /** Whether Deno lets us read `path` (always true elsewhere). */
 export function mayRead(path: string): boolean {
-  const deno = denoApi();
-  if (!deno) return true;
-  try {
-    return deno.permissions.querySync({ name: "read", path: resolve(path) }).state === "granted";
-  } catch {
-    return true;
-  }
+  return granted({ name: "read", path: resolve(path) });
 }
 
 /**
@@ -96,4 +97,53 @@ export function unreadablePath(
   }
   const defaults = DEFAULT_CONFIG_NAMES.map((name) => resolve(cwd, name));
   return defaults.some(mayRead) ? undefined : { path: cwd, defaults: true };
+}
+
+/** Whether Deno grants a permission without asking (true off Deno, and when it cannot be asked). */
+function granted(descriptor: PermissionDescriptor): boolean {
+  const deno = denoApi();
+  if (!deno) return true;
+  try {
+    return deno.permissions.querySync(descriptor).state === "granted";
+  } catch {
+    return true;
+  }
+}
+
+/** `host:port` as Deno's net permission names it: IPv6 in brackets, `[::]` for every interface. */
+function netTarget(host: string, port: number): string {
+  if (host === "") return `[::]:${port}`;
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * Why Deno would refuse `listen()` on `host:port` (host "" = every interface), or undefined when it
+ * allows it or this is not Deno. Deno throws a refused listen() out of the event loop, where no
+ * handler can catch it and the process dies; asked first, serve can refuse an entry point cleanly and
+ * a reload that adds one keeps the running configuration. A host name needs the name (to resolve it)
+ * and then its address.
+ */
+export async function deniedListen(
+  host: string,
+  port: number,
+): Promise<{ message: string; hint: string } | undefined> {
+  if (!denoApi()) return undefined;
+  const refusal = (target: string) => ({
+    message: `Deno's --allow-net does not cover ${target}`,
+    hint:
+      `Add --allow-net=${target}, or widen the --allow-net list deno was given; serve needs at ` +
+      `least: ${denoCommandLine("serve")} … (README: Runtimes).`,
+  });
+  const named = netTarget(host, port);
+  if (!granted({ name: "net", host: named })) return refusal(named);
+  if (host === "" || isIP(host) !== 0) return undefined;
+  let address: string;
+  try {
+    address = (await lookup(host)).address;
+  } catch {
+    // listen() will fail to resolve it too, and say so as an ordinary error.
+    return undefined;
+  }
+  const resolved = netTarget(address, port);
+  return granted({ name: "net", host: resolved }) ? undefined : refusal(resolved);
 }

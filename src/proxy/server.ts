@@ -6,6 +6,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { ChallengeStore } from "../acme/challenges.ts";
 import type { ResolverCertificate } from "../acme/stored.ts";
+import { deniedListen } from "../cli/deno-permissions.ts";
 import type { EntryPoint } from "../config/model.ts";
 import type { GeneratedCertificate } from "../tls/generated.ts";
 import { type Workspace, withResolverCertificates } from "../workspace.ts";
@@ -61,7 +62,16 @@ export class ProxyServer {
     }
   }
 
-  private listen(entryPoint: EntryPoint): Promise<void> {
+  private async listen(entryPoint: EntryPoint): Promise<void> {
+    // Deno throws a listen() its --allow-net does not cover out of the event loop, past every handler:
+    // ask first, so that a start fails cleanly and a reload adding such an entry point is refused.
+    const denied = await deniedListen(entryPoint.host, entryPoint.port);
+    if (denied) {
+      throw new ListenError(
+        `entry point "${entryPoint.name}" cannot listen on ${entryPoint.address.value}: ${denied.message}`,
+        denied.hint,
+      );
+    }
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       this.accept(socket, entryPoint.name),
     );
