@@ -122,6 +122,7 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
     // The lost-end guard's state (see RelayOptions.lostEndGuard).
     const guard = options.lostEndGuard && options.lostEndGuard.quietMs > 0 ? options.lostEndGuard : null;
     const pausedOnce: Record<Side, boolean> = { client: false, backend: false };
+    const assumed: Record<Side, boolean> = { client: false, backend: false };
     let lastByteAt = Date.now();
     let guardTimer: ReturnType<typeof setTimeout> | null = null;
     const stopGuard = (): void => {
@@ -225,6 +226,8 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
       if (side === "client") result.bytesFromClient += chunk.length;
       else result.bytesFromBackend += chunk.length;
       if (guard) lastByteAt = Date.now();
+      // A byte from a side whose end was assumed: the guess was wrong (see assumeEnd).
+      if (assumed[side]) wrongGuess(side);
     };
 
     // ----- the lost-end guard ---------------------------------------------------------------------
@@ -233,19 +236,21 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
 
     const assumeEnd = (side: Side): void => {
       result.assumedEnd ??= side;
+      assumed[side] = true;
       onEnd(side);
       // The peer's write half is ended now: nothing more may be copied there. A byte that still comes
-      // means the end was not lost after all, and the connection cannot go on.
+      // (count() sees every one) means the end was not lost after all: the connection cannot go on.
       const stream = streams[side];
       stream.unpipe(streams[other(side)]);
-      stream.on("data", () => {
-        if (!result.error) {
-          result.error = new Error(`the ${side} sent more after its end was assumed`);
-          result.errorSide = side;
-        }
-        destroyBoth();
-      });
       stream.resume();
+    };
+
+    const wrongGuess = (side: Side): void => {
+      if (!result.error) {
+        result.error = new Error(`the ${side} sent more after its end was assumed`);
+        result.errorSide = side;
+      }
+      destroyBoth();
     };
 
     const checkQuiet = (): void => {
