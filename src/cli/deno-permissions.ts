@@ -33,7 +33,6 @@ export const DENO_PERMISSIONS: Readonly<Record<CommandName, readonly DenoPermiss
   inspect: [
     { flag: "--allow-net", why: "always: the host it dials" },
     ENV,
-    { flag: "--allow-sys", why: "without --ca: the default trust store (tls.rootCertificates)" },
     { flag: "--allow-read", why: "--ca, --cert, --key and -c files" },
   ],
   serve: [
@@ -108,6 +107,14 @@ function granted(descriptor: PermissionDescriptor): boolean {
   } catch {
     return true;
   }
+}
+
+/**
+ * Whether the runtime's bundled trust store (`tls.rootCertificates`) can be read without asking:
+ * Deno wants --allow-sys for it (sys "ca"), and would prompt for it on a terminal.
+ */
+export function mayReadTrustStore(): boolean {
+  return granted({ name: "sys", kind: "ca" });
 }
 
 /** `host:port` as Deno's net permission names it: IPv6 in brackets, `[::]` for every interface. */

@@ -11,6 +11,7 @@
 import { X509Certificate } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
+import { mayReadTrustStore } from "../cli/deno-permissions.ts";
 import { NEGOTIATION_ACCEPT, NEGOTIATION_REFUSE, SSL_REQUEST } from "../wire/postgres.ts";
 
 export type StartTls = "postgres" | "postgres-direct";
@@ -128,8 +129,14 @@ function identityCheck(socket: tls.TLSSocket, identity: string): ProbeResult["id
   }
 }
 
-/** SHA-256 fingerprints of the certificates trusted: the --ca bundle, else the runtime's bundled roots. */
-export function trustStoreFingerprints(caPem: string | null): Set<string> {
+/**
+ * SHA-256 fingerprints of the certificates trusted: the --ca bundle, else the runtime's bundled roots;
+ * null when the runtime's roots cannot be read without a permission it was not given. Deno guards
+ * `tls.rootCertificates` behind --allow-sys (its own handshakes use the roots without it), and inspect
+ * must not need that flag for one detail of its report: the report then judges from the verdict.
+ */
+export function trustStoreFingerprints(caPem: string | null): Set<string> | null {
+  if (caPem === null && !mayReadTrustStore()) return null;
   const out = new Set<string>();
   const pems =
     caPem !== null

@@ -24,8 +24,11 @@ export interface ReportInput {
   /** The name checked against the certificate (SNI, else host). */
   identity: string;
   probe: ProbeResult;
-  /** Fingerprints of the trusted roots (marks a root the runtime may have added from its store). */
-  trusted: ReadonlySet<string>;
+  /**
+   * Fingerprints of the trusted roots (marks a root the runtime may have added from its store); null
+   * when the store could not be read (Deno without --allow-sys): the verdict then decides.
+   */
+  trusted: ReadonlySet<string> | null;
   route: RouteJson | null;
   now: Date;
 }
@@ -107,7 +110,7 @@ function day(date: Date): string {
 export function certificateJson(
   info: CertificateInfo,
   now: Date,
-  trusted: ReadonlySet<string>,
+  trusted: ReadonlySet<string> | ((info: CertificateInfo) => boolean),
 ): CertificateJson {
   return {
     subject: info.subject,
@@ -124,7 +127,7 @@ export function certificateJson(
     signatureAlgorithm: info.signatureAlgorithm,
     selfSigned: info.selfSigned,
     isCA: info.isCA,
-    inTrustStore: trusted.has(info.fingerprint256),
+    inTrustStore: typeof trusted === "function" ? trusted(info) : trusted.has(info.fingerprint256),
   };
 }
 
@@ -233,10 +236,43 @@ function missingIntermediate(
   };
 }
 
+/**
+ * Which certificate of the chain is in the trust store, judged without reading the store: the
+ * self-signed one at the top, exactly when the runtime verified the chain (a chain verifies only up
+ * to a root the store holds). A chain that fails for another reason says nothing about its root,
+ * which then counts as not in the store: such a root would have to be served by a server whose
+ * certificate is otherwise broken too.
+ */
+function trustedByVerdict(
+  chain: readonly CertificateInfo[],
+  probe: ProbeResult,
+): (info: CertificateInfo) => boolean {
+  const top = chain[chain.length - 1];
+  const anchored = top?.selfSigned === true && probe.authorizationError === null;
+  return (info) => anchored && info === top;
+}
+
+/**
+ * The runtime's verdict, with one difference between TLS libraries taken out: BoringSSL (Bun) counts a
+ * certificate as its own issuer only when its key usage allows certificate signing, so a self-signed
+ * leaf without keyCertSign (the certificates Traefik and serve generate) fails there with
+ * UNABLE_TO_VERIFY_LEAF_SIGNATURE, where OpenSSL (Node) and rustls (Deno) say what it is.
+ */
+function verdictOf(probe: ProbeResult, chain: readonly CertificateInfo[]): string | null {
+  const error = probe.authorizationError;
+  if (error === "UNABLE_TO_VERIFY_LEAF_SIGNATURE" && chain.length === 1 && chain[0]?.selfSigned) {
+    return "DEPTH_ZERO_SELF_SIGNED_CERT";
+  }
+  return error;
+}
+
 export function buildReport(input: ReportInput): InspectReport {
-  const { probe, now } = input;
-  const infos = probe.peerChain.map((x509: X509Certificate) => certificateInfo(x509));
-  const chain = infos.map((info) => certificateJson(info, now, input.trusted));
+  const { now } = input;
+  const infos = input.probe.peerChain.map((x509: X509Certificate) => certificateInfo(x509));
+  const probe = { ...input.probe, authorizationError: verdictOf(input.probe, infos) };
+  const chain = infos.map((info) =>
+    certificateJson(info, now, input.trusted ?? trustedByVerdict(infos, probe)),
+  );
   const leaf = infos[0] ?? null;
 
   let verification: InspectReport["verification"] = null;

@@ -25,7 +25,7 @@ export const DENO_FLAGS = {
   validate: ["--allow-read", "--allow-env"],
   explain: ["--allow-read", "--allow-env"],
   serve: ["--allow-net", "--allow-read", "--allow-env"],
-  /** With --ca (no default trust store, so no --allow-sys). */
+  /** --allow-read for --ca, --cert, --key and -c files; never --allow-sys. */
   inspect: ["--allow-net", "--allow-env", "--allow-read"],
 } as const;
 
