@@ -106,8 +106,7 @@ tcp:
 `;
 
 /**
- * A directory holding the configuration as tlsroute.yml and, if given, acme.json. explain is pointed
- * at the file, not the directory: a directory would also load acme.json as configuration.
+ * A directory holding the configuration as tlsroute.yml and, if given, acme.json.
  */
 function workDir(name: string, config: string, acmeJson?: (file: string) => void): string {
   const dir = path.join(tempRoot, name);
@@ -197,6 +196,9 @@ describe("explain: a router whose certificate comes from a resolver", () => {
     // validate reads the same file and has nothing to say about it.
     const validate = runCli(["validate", "tlsroute.yml", "--strict"], { cwd: dir });
     assert.equal(validate.code, 0, validate.stdout);
+    // Pointed at the directory, acme.json next to the configuration is storage, not configuration.
+    const directory = runCli(["validate", ".", "--strict"], { cwd: dir });
+    assert.equal(directory.code, 0, directory.stdout);
   });
 
   it("a certificate another resolver stored is served, but this router's resolver still has none", () => {

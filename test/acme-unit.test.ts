@@ -344,9 +344,14 @@ describe("renewal: a third of the lifetime before expiry", () => {
   const notBefore = new Date("2026-01-01T00:00:00Z");
   const days = (n: number) => new Date(notBefore.getTime() + n * DAY);
 
-  it("a 90-day certificate with the default certificatesDuration (2160 h) renews 30 days before expiry", () => {
+  it("a 90-day certificate with certificatesDuration 2160 h (Traefik's default) renews 30 days before expiry", () => {
     const due = renewalTime({ notBefore, notAfter: days(90) }, 2160);
     assert.equal(due.toISOString(), days(60).toISOString());
+  });
+
+  it("without certificatesDuration (0) the certificate's own lifetime counts: a 1-year certificate renews after 8 months", () => {
+    const due = renewalTime({ notBefore, notAfter: days(360) }, 0);
+    assert.equal(due.toISOString(), days(240).toISOString());
   });
 
   it("a 6-day certificate renews 2 days before expiry, whatever the configured duration", () => {

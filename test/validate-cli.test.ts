@@ -982,11 +982,12 @@ const CASES: FixtureCase[] = [
     file: "acme-passthrough-conflict.yml",
     code: "acme-passthrough-conflict",
     severity: "warning",
-    at: { line: 'rule: "HostSNI(`*`)"', token: '"' },
+    at: { line: 'rule: "HostSNI(`app.example.com`)"', token: '"', nth: 2 },
     path: "tcp.routers.legacy.rule",
-    message: /router "legacy" .*resolver "le" uses tlsChallenge/,
-    // Not allowACMEByPass: the resolver's own router on this entry point needs the challenge answered.
-    hint: /another challenge/,
+    message:
+      /router "legacy" on entry point "legacy" takes "app\.example\.com", which resolver "le" certifies/,
+    // No resolver router on "legacy": allowACMEByPass there lets the backend answer for itself.
+    hint: /allowACMEByPass: true on entry point "legacy"/,
   },
 
   // Several files: the second definition is the error, and it says where the first one is.

@@ -2,7 +2,7 @@
  * Loading: paths (files or directories) → parsed trees → one merged model. This is the only config
  * module that touches the file system. A name defined in two files is an error that points at both.
  */
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import type { Diagnostic } from "../diagnostics.ts";
 import { ConfigSyntaxError } from "./located.ts";
@@ -60,9 +60,30 @@ function configFilesIn(dir: string): string[] {
     if (entry.name.startsWith(".")) continue;
     const path = join(dir, entry.name);
     if (entry.isDirectory()) out.push(...configFilesIn(path));
-    else if (formatFromPath(entry.name)) out.push(path);
+    else if (formatFromPath(entry.name) && !isAcmeStorage(path)) out.push(path);
   }
   return out;
+}
+
+/**
+ * ACME storage (Traefik's acme.json layout: resolver name, then Account or Certificates) often sits
+ * next to the configuration; in a configuration directory it is skipped, not read as configuration.
+ */
+function isAcmeStorage(path: string): boolean {
+  if (!path.endsWith(".json")) return false;
+  let head = "";
+  try {
+    const fd = openSync(path, "r");
+    try {
+      const buffer = Buffer.alloc(512);
+      head = buffer.subarray(0, readSync(fd, buffer, 0, 512, 0)).toString("utf8");
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+  return /^\s*\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\{\s*"(?:Account|Certificates)"\s*:/.test(head);
 }
 
 function expandPath(

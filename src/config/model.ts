@@ -188,6 +188,7 @@ export interface AcmeResolver extends Named {
   storage: Located<string> | null;
   caServer: Located<string> | null;
   keyType: Located<string> | null;
+  /** `certificatesDuration` in hours; 0 when unset: renewal then follows the certificate's own lifetime. */
   certificatesDurationHours: number;
   challenge: Located<"tlsChallenge" | "httpChallenge" | "dnsChallenge"> | null;
   caCertificates: Located<string>[];

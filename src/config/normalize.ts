@@ -788,7 +788,7 @@ function readResolver(
     storage: null,
     caServer: null,
     keyType: null,
-    certificatesDurationHours: 2160,
+    certificatesDurationHours: 0,
     challenge: null,
     caCertificates: [],
     baseDir,
@@ -820,7 +820,7 @@ function readResolver(
   resolver.storage = acme.string("storage") ?? null;
   resolver.caServer = acme.string("caServer") ?? null;
   resolver.keyType = acme.string("keyType") ?? null;
-  resolver.certificatesDurationHours = acme.int("certificatesDuration")?.value ?? 2160;
+  resolver.certificatesDurationHours = acme.int("certificatesDuration")?.value ?? 0;
   resolver.caCertificates = acme.strings("caCertificates") ?? [];
   for (const challenge of CHALLENGES) {
     const entry = acme.entry(challenge);

@@ -9,6 +9,7 @@ import type { Model } from "../config/model.ts";
 import type { Diagnostics } from "../config/reader.ts";
 import { resolveRef } from "../config/refs.ts";
 import type { CompiledConfig } from "../routing/compile.ts";
+import { type ConnectionFacts, findRoute } from "../routing/decide.ts";
 import { closestName } from "../text/suggest.ts";
 import type { TlsRuntime } from "../tls/runtime-support.ts";
 import { lintCaFile } from "./tls.ts";
@@ -149,8 +150,7 @@ function requestedNamesByEntryPoint(
 /**
  * An `acme-tls/1` connection is answered by tlsroute itself (interception, on every entry point once a
  * resolver uses tlsChallenge) unless the entry point sets allowACMEByPass; then it is routed like any
- * other. Either way one side cannot validate: a passthrough backend that gets its own certificates,
- * or the resolver for the names it certifies on a bypassing entry point.
+ * other. Where a resolver and a passthrough router want the same name, one side cannot validate.
  */
 function lintChallengeRouting(
   model: Model,
@@ -161,13 +161,29 @@ function lintChallengeRouting(
   const challengers = [...model.resolvers.values()].filter((r) => r.challenge?.value === "tlsChallenge");
   if (challengers.length === 0) return;
   const requested = requestedNamesByEntryPoint(model, compiled, plan.requests);
+  const facts: ConnectionFacts = {
+    entryPoint: "",
+    sni: "",
+    alpn: [],
+    clientIp: "",
+    localIp: "",
+    tls: true,
+    postgres: false,
+  };
+  const certified = new Set<string>();
+  const answeredSomewhere = new Set<string>();
+  for (const [epName, names] of requested) {
+    for (const n of names) certified.add(n);
+    if (!model.entryPoints.get(epName)?.allowACMEByPass) for (const n of names) answeredSomewhere.add(n);
+  }
   for (const ep of model.entryPoints.values()) {
     if (ep.allowACMEByPass) {
-      const names = [...(requested.get(ep.name) ?? [])];
+      // Names also served on an entry point that answers challenges can still be validated there.
+      const names = [...(requested.get(ep.name) ?? [])].filter((n) => !answeredSomewhere.has(n));
       if (names.length === 0) continue;
       diags.warning(
         "acme-challenge-bypassed",
-        `entry point "${ep.name}" sets allowACMEByPass, so tlsroute does not answer the TLS-ALPN-01 challenge there for ${quoteList(names)}: validation fails unless the CA reaches another entry point`,
+        `entry point "${ep.name}" sets allowACMEByPass, so tlsroute does not answer the TLS-ALPN-01 challenge there for ${quoteList(names)}, and no other entry point serves ${names.length === 1 ? "it" : "them"}: validation fails`,
         ep.pos,
         `${ep.path}.allowACMEByPass`,
         "Remove allowACMEByPass, or serve these names on an entry point without it.",
@@ -176,13 +192,19 @@ function lintChallengeRouting(
     }
     // Resolver names validated here: allowACMEByPass would take these challenges away from tlsroute.
     const ownNames = [...(requested.get(ep.name) ?? [])];
-    for (const route of compiled.tables.get(ep.name)?.tls ?? []) {
-      if (route.mode !== "passthrough") continue;
+    const table = compiled.tables.get(ep.name);
+    for (const route of table?.tls ?? []) {
+      if (route.mode !== "passthrough" || !table) continue;
       // A passthrough router naming a resolver is reported as acme-resolver-on-passthrough already.
       if (route.router.tls?.certResolver) continue;
+      // Names this router really takes on this entry point (a catch-all behind a resolver's router does not).
+      const shared = [...certified].filter(
+        (sni) => findRoute(table, { ...facts, entryPoint: ep.name, sni }) === route,
+      );
+      if (shared.length === 0) continue;
       diags.warning(
         "acme-passthrough-conflict",
-        `passthrough router "${route.name}" listens on entry point "${ep.name}", where tlsroute answers every TLS-ALPN-01 (acme-tls/1) connection itself because resolver "${challengers[0]!.name}" uses tlsChallenge: its backend cannot validate certificates of its own that way`,
+        `passthrough router "${route.name}" on entry point "${ep.name}" takes ${quoteList(shared)}, which resolver "${challengers[0]!.name}" certifies with TLS-ALPN-01: tlsroute answers acme-tls/1 connections for ${shared.length === 1 ? "that name" : "those names"} itself, so the backend never sees its own validations`,
         route.router.rule?.pos ?? route.router.pos,
         `${route.router.path}.rule`,
         ownNames.length > 0

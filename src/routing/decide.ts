@@ -255,7 +255,7 @@ function withResolver(
     resolver: { name, stored: stored && from === name },
     why:
       stored && from === name
-        ? `${decision.why}; resolver "${name}" obtained it (stored in ${decision.certificate?.source})`
+        ? `${decision.why}; resolver "${name}" obtained it and keeps it in its storage`
         : `${decision.why}; resolver "${name}" has no stored certificate for "${wanted}" yet: serve orders one at start and serves this one until it arrives`,
   };
 }
