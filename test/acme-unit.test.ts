@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createPrivateKey, generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -126,6 +126,19 @@ describe("storage: Traefik's acme.json layout", () => {
     assert.ok(read.ok);
     assert.equal(read.exists, true);
     assert.deepEqual(read.storage, sample());
+  });
+
+  it("a save removes temporary files a killed save left more than a minute ago, and no newer ones", () => {
+    const dir = freshDir();
+    const file = path.join(dir, "acme.json");
+    const stale = path.join(dir, ".4242.1700000000000.tmp-acme.json");
+    const fresh = path.join(dir, ".4343.1700000000001.tmp-acme.json");
+    writeFileSync(stale, "{ half a sav");
+    writeFileSync(fresh, "{ another process writing");
+    const twoMinutesAgo = new Date(Date.now() - 120_000);
+    utimesSync(stale, twoMinutesAgo, twoMinutesAgo);
+    writeResolverStorage(file, "le", sample());
+    assert.deepEqual(readdirSync(dir).sort(), [fresh, file].map((f) => path.basename(f)).sort());
   });
 
   it("a save keeps other resolvers' sections and fields tlsroute does not know", () => {

@@ -12,7 +12,17 @@
  * Writes are atomic: a temporary file in the same directory (mode 0600) is written, flushed to disk,
  * and renamed over the real one, so a crash leaves either the old file or the new one, never half.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 
 export interface StoredDomain {
@@ -159,6 +169,7 @@ export function writeFileAtomic(path: string, text: string): void {
     unlinkQuietly(temporary);
     throw err;
   }
+  removeStaleTemporaries(path);
   // The rename itself must reach the disk too, or a power cut could bring the old name back.
   try {
     const dir = openSync(dirname(path), "r");
@@ -169,6 +180,24 @@ export function writeFileAtomic(path: string, text: string): void {
     }
   } catch {
     // Some file systems refuse fsync on directories; the rename is still atomic for readers.
+  }
+}
+
+/**
+ * Temporary files a killed process left behind hold keys; they go once a later write succeeds. Only
+ * those older than a minute, so another process's write in progress is never touched.
+ */
+function removeStaleTemporaries(path: string): void {
+  const suffix = `.tmp-${basenameOf(path)}`;
+  const dir = dirname(path);
+  try {
+    for (const name of readdirSync(dir)) {
+      if (!name.startsWith(".") || !name.endsWith(suffix)) continue;
+      const file = join(dir, name);
+      if (Date.now() - statSync(file).mtimeMs > 60_000) unlinkQuietly(file);
+    }
+  } catch {
+    // Cleaning up is a courtesy; the write itself succeeded.
   }
 }
 
