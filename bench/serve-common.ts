@@ -31,10 +31,17 @@ export const PROXY_RUNTIME: "node" | "bun" | "deno" = (() => {
   return value;
 })();
 
-function proxyCommand(nodeFlags: string[]): string[] {
-  const bin = (name: string) => path.join(ROOT, "node_modules", ".bin", name);
-  if (PROXY_RUNTIME === "bun") return [bin("bun"), BIN];
-  if (PROXY_RUNTIME === "deno") return [bin("deno"), "run", "-A", BIN];
+export type Runtime = "node" | "bun" | "deno";
+
+/** The binary of a runtime: this Node, or the dev dependencies' Bun and Deno. */
+export function runtimeBinary(runtime: Runtime): string {
+  if (runtime === "node") return process.execPath;
+  return path.join(ROOT, "node_modules", ".bin", runtime);
+}
+
+function proxyCommand(nodeFlags: string[], runtime: Runtime = PROXY_RUNTIME): string[] {
+  if (runtime === "bun") return [runtimeBinary("bun"), BIN];
+  if (runtime === "deno") return [runtimeBinary("deno"), "run", "-A", BIN];
   return [process.execPath, ...nodeFlags, BIN];
 }
 
@@ -257,15 +264,108 @@ export function requireBuild(): void {
  * still running get SIGKILL. Peers also exit by themselves when their stdin closes.
  */
 const children = new Set<ChildProcessWithoutNullStreams>();
+/**
+ * Processes started in a process group of their own (proxies that fork workers: nginx, `serve
+ * --workers`): on exit the whole group is killed, so no worker outlives the benchmark.
+ */
+const groups = new Set<number>();
 process.on("exit", () => {
   for (const child of children)
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  for (const pgid of groups) killGroup(pgid, "SIGKILL");
 });
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
 
 function track(child: ChildProcessWithoutNullStreams): void {
   children.add(child);
   child.once("exit", () => children.delete(child));
+}
+
+/** Signals every process of a group this benchmark started (by its id, never by name). */
+export function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // The group is already gone.
+  }
+}
+
+/**
+ * Starts a process in a group of its own and remembers the group, so that it and anything it forks
+ * is killed when the benchmark exits for any reason. The caller still stops it politely first.
+ */
+export function spawnGroup(
+  argv: string[],
+  options: { fds?: number; cpu?: number | null; env?: NodeJS.ProcessEnv },
+) {
+  const full = withFdLimit([...pinPrefix(options.cpu ?? null), ...argv], options.fds);
+  const child = spawn(full[0]!, full.slice(1), {
+    cwd: ROOT,
+    env: options.env ?? { ...process.env, NO_COLOR: "1" },
+    detached: true,
+  });
+  track(child);
+  if (child.pid !== undefined) {
+    const pgid = child.pid;
+    groups.add(pgid);
+    child.once("exit", () => {
+      // Workers may outlive their parent for a moment: finish the group off.
+      killGroup(pgid, "SIGKILL");
+      groups.delete(pgid);
+    });
+  }
+  return child;
+}
+
+/** A process and all its descendants (from /proc/<pid>/stat's parent field). */
+export function processTree(root: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      parentOf.set(Number(name), ppid);
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++)
+    for (const [pid, ppid] of parentOf) if (ppid === tree[i]) tree.push(pid);
+  return tree;
+}
+
+/** utime and stime summed over a process tree, in seconds; a process that exited counts 0. */
+export function treeCpuTimes(pids: number[]): { user: number; system: number } {
+  let user = 0;
+  let system = 0;
+  for (const pid of pids) {
+    try {
+      const t = cpuTimes(pid);
+      user += t.user;
+      system += t.system;
+    } catch {
+      // Gone.
+    }
+  }
+  return { user, system };
+}
+
+/** RSS, anonymous RSS and PSS summed over a process tree (PSS splits shared pages fairly). */
+export function treeMemory(pids: number[]): Memory {
+  const sum: Memory = { rssKb: 0, rssAnonKb: 0, pssKb: 0 };
+  for (const pid of pids) {
+    try {
+      const m = memory(pid);
+      sum.rssKb += m.rssKb;
+      sum.rssAnonKb += m.rssAnonKb;
+      sum.pssKb += m.pssKb;
+    } catch {
+      // Gone.
+    }
+  }
+  return sum;
 }
 
 interface LineSink {
@@ -440,22 +540,32 @@ export async function startProxy(options: {
   fds?: number;
   /** Whether to pin to CPU 1 (default: yes when pinning is available). */
   pin?: boolean;
+  /** The runtime (default: TLSROUTE_RUNTIME, else node). */
+  runtime?: Runtime;
+  /** Fixed ports per entry point (default: 0, the kernel picks). */
+  ports?: Record<string, number>;
+  /** More `serve` arguments, e.g. `--workers 2`. */
+  args?: string[];
 }): Promise<ProxyProcess> {
-  const argv = withFdLimit(
+  const child = spawnGroup(
     [
-      ...pinPrefix(options.pin === false ? null : 1),
-      ...proxyCommand(options.nodeFlags ?? []),
+      ...proxyCommand(options.nodeFlags ?? [], options.runtime),
       "serve",
       "-c",
       options.config,
-      ...options.entryPoints.flatMap((name) => ["--entrypoint", `${name}=127.0.0.1:0`]),
+      // One flag with a comma-separated list: given twice, `--entrypoint` keeps only the last one.
+      "--entrypoint",
+      options.entryPoints.map((name) => `${name}=127.0.0.1:${options.ports?.[name] ?? 0}`).join(","),
       "--log-format",
       "json",
+      ...(options.args ?? []),
     ],
-    options.fds,
+    {
+      fds: options.fds,
+      cpu: options.pin === false ? null : 1,
+      env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+    },
   );
-  const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
-  track(child);
   const other: string[] = [];
   const ports = new Map<string, number>();
   const reasons: Record<string, number> = {};

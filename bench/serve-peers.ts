@@ -2,17 +2,21 @@
  * The load side of the `serve` benchmarks, one role per subprocess so the orchestrating script can
  * pin it to CPU 0, away from the proxy:
  *
- *   sink        backend that counts bytes and answers `done:<n>\n` after the client's FIN; holds idle
+ *   sink        backend that counts bytes and answers `done:<n>\n` after the client's FIN (or once
+ *               the length a `stream` client announced has arrived); holds idle
  *               connections open; `stats` on stdin prints open/accepted/bytes
  *   echo        backend that echoes every byte back (and ends when the client ends)
  *   tls-echo    a bare node:tls server that echoes (tickets off): the baseline for termination
  *   pipe-proxy  the naive Node proxy (accept, dial, pipe; behind tls.Server for terminate): the
  *               baseline for memory per connection
  *   stream      connects, sends a real TLS ClientHello with SNI, then BYTES in CHUNK-sized writes,
- *               then FIN, and waits for the sink's answer; prints the elapsed time
+ *               then FIN, and waits for the sink's answer; prints the elapsed time (with `announce`:
+ *               the length goes first and the answer is awaited without a FIN)
  *   handshakes  N concurrent loops of tls.connect → 1 byte → read the echo → destroy, for SECONDS
  *   idle        opens COUNT connections (passthrough: ClientHello then silence; terminate: full TLS
  *               handshake then silence) and holds them until `close` on stdin
+ *   latency     COUNT sequential new TLS connections (SNI, chain verified) → 1 byte → its echo →
+ *               destroy; prints each connection's time from connect() to the echo, in ms
  *
  * Usage (from the bench scripts): node --import tsx bench/serve-peers.ts ROLE 'JSON-ARGS'
  * Every role prints JSON lines on stdout and exits when its stdin closes (the parent went away).
@@ -83,20 +87,42 @@ async function captureClientHello(servername: string): Promise<Buffer> {
 
 // ---------------------------------------------------------------------------------------- sink
 
+/** The tag a `stream` client with `announce` sends right after its ClientHello: "LEN:" and 16 hex digits. */
+const ANNOUNCE_BYTES = 20;
+
 async function sink(): Promise<void> {
   let open = 0;
   let accepted = 0;
   let bytes = 0;
-  // allowHalfOpen: the answer goes out after the client's FIN has arrived.
+  // allowHalfOpen: the answer goes out after the client's FIN has arrived, or, when the client
+  // announced its length after the ClientHello, as soon as all of it has arrived (so proxies that
+  // do not carry a half-close, like sniproxy, can be measured too).
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     open++;
     accepted++;
     let n = 0;
+    let head: Buffer | null = Buffer.alloc(0);
+    let expected = -1;
+    let answered = false;
     socket.on("data", (chunk: Buffer) => {
       n += chunk.length;
       bytes += chunk.length;
+      if (head) {
+        head = Buffer.concat([head, chunk.subarray(0, 4096)]);
+        const helloEnd = head.length >= 5 ? 5 + head.readUInt16BE(3) : Number.POSITIVE_INFINITY;
+        if (head.length >= helloEnd + ANNOUNCE_BYTES) {
+          const tag = head.subarray(helloEnd, helloEnd + ANNOUNCE_BYTES).toString("latin1");
+          if (tag.startsWith("LEN:"))
+            expected = helloEnd + ANNOUNCE_BYTES + Number.parseInt(tag.slice(4), 16);
+          head = null;
+        } else if (head.length >= 4096) head = null;
+      }
+      if (expected > 0 && !answered && n >= expected) {
+        answered = true;
+        socket.write(`done:${n}\n`);
+      }
     });
-    socket.on("end", () => socket.end(`done:${n}\n`));
+    socket.on("end", () => (answered ? socket.end() : socket.end(`done:${n}\n`)));
     socket.on("error", () => socket.destroy());
     socket.on("close", () => open--);
   });
@@ -193,6 +219,9 @@ async function stream(args: Args): Promise<void> {
   const port = Number(args.port);
   const total = Number(args.bytes);
   const chunkSize = Number(args.chunk);
+  // announce: tell the sink the length after the hello and wait for its answer before closing,
+  // instead of relying on the proxy to carry our FIN and the answer after it (half-close).
+  const announce = args.announce === true;
   const hello = await captureClientHello(String(args.servername));
   const chunk = Buffer.alloc(chunkSize, 0x5a);
   const started = performance.now();
@@ -203,12 +232,23 @@ async function stream(args: Args): Promise<void> {
   });
   await once(socket, "connect");
   let answer = "";
+  let answered: () => void = () => {};
+  const gotAnswer = new Promise<void>((resolve) => {
+    answered = resolve;
+  });
   socket.setEncoding("utf8");
   socket.on("data", (text: string) => {
     answer += text;
+    if (answer.includes("\n")) answered();
   });
   const ended = once(socket, "end");
   socket.write(hello);
+  let extra = 0;
+  if (announce) {
+    const tag = `LEN:${total.toString(16).padStart(16, "0")}`;
+    socket.write(tag);
+    extra = tag.length;
+  }
   let sent = 0;
   while (sent < total) {
     const size = Math.min(chunkSize, total - sent);
@@ -216,11 +256,17 @@ async function stream(args: Args): Promise<void> {
     sent += size;
     if (!ok) await once(socket, "drain");
   }
-  socket.end();
-  await ended;
+  if (announce) {
+    await Promise.race([gotAnswer, ended]);
+  } else {
+    socket.end();
+    await ended;
+  }
   const elapsedMs = performance.now() - started;
   socket.destroy();
-  say({ result: { elapsedMs, answer: answer.trim(), helloBytes: hello.length, sent: hello.length + sent } });
+  say({
+    result: { elapsedMs, answer: answer.trim(), helloBytes: hello.length, sent: hello.length + extra + sent },
+  });
   process.exit(0);
 }
 
@@ -342,6 +388,51 @@ async function idle(args: Args): Promise<void> {
   say({ opened: sockets.length, failed, firstError, elapsedMs: performance.now() - started });
 }
 
+// ------------------------------------------------------------------------------------- latency
+
+/**
+ * One connection at a time, so the time measured is a new connection's own: TCP connect, the full
+ * TLS handshake (no resumption), one byte there and back. Run against a proxy and against the
+ * backend directly, the difference is what the proxy adds (peek, route, backend connect, relay).
+ */
+async function latency(args: Args): Promise<void> {
+  const port = Number(args.port);
+  const servername = String(args.servername);
+  const ca = readFileSync(String(args.ca), "utf8");
+  const count = Number(args.count);
+  const samples: number[] = [];
+  let errors = 0;
+  let firstError: string | null = null;
+  const one = Buffer.of(0x2a);
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const socket = tls.connect({ host: "127.0.0.1", port, servername, ca });
+        socket.setNoDelay(true);
+        let settled = false;
+        const settle = (err: Error | null) => {
+          if (settled) return;
+          settled = true;
+          socket.destroy();
+          if (err) reject(err);
+          else resolve();
+        };
+        socket.once("secureConnect", () => socket.write(one));
+        socket.once("data", () => settle(null));
+        socket.once("error", (err) => settle(err));
+        socket.once("close", () => settle(new Error("closed before the echo came back")));
+      });
+      samples.push(performance.now() - started);
+    } catch (err) {
+      errors++;
+      firstError ??= err instanceof Error ? err.message : String(err);
+    }
+  }
+  say({ result: { samples, errors, firstError } });
+  process.exit(0);
+}
+
 // ---------------------------------------------------------------------------------------- main
 
 const roles: Record<string, (args: Args) => Promise<void>> = {
@@ -352,6 +443,7 @@ const roles: Record<string, (args: Args) => Promise<void>> = {
   stream,
   handshakes,
   idle,
+  latency,
 };
 const [role, raw] = process.argv.slice(2);
 const run = role ? roles[role] : undefined;
