@@ -20,6 +20,7 @@
 import type { Duplex } from "node:stream";
 import { TLSSocket } from "node:tls";
 import { currentRuntime, type TlsRuntime } from "../tls/runtime-support.ts";
+import { forward } from "./pump.ts";
 
 export interface RelayOptions {
   /** Time the other peer gets to finish sending after the first half-close; negative = unlimited. */
@@ -222,9 +223,9 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
       else stream.once("close", onClose);
     }
 
-    const count = (side: Side) => (chunk: Buffer | string) => {
-      if (side === "client") result.bytesFromClient += chunk.length;
-      else result.bytesFromBackend += chunk.length;
+    const count = (side: Side) => (bytes: number) => {
+      if (side === "client") result.bytesFromClient += bytes;
+      else result.bytesFromBackend += bytes;
       if (guard) lastByteAt = Date.now();
       // A byte from a side whose end was assumed: the guess was wrong (see assumeEnd).
       if (assumed[side]) wrongGuess(side);
@@ -277,10 +278,10 @@ export function relay(client: Duplex, backend: Duplex, options: RelayOptions): P
       }
     }
 
-    client.pipe(backend, { end: false });
-    backend.pipe(client, { end: false });
-    client.on("data", count("client"));
-    backend.on("data", count("backend"));
+    // pipe() both ways, moving bulk directions to a reused read buffer where the runtime allows
+    // (pump.ts); a guarded side stays on pipe(), whose 'pause' events and unpipe() the guard uses.
+    forward(client, backend, count("client"), { pipeOnly: guard?.sides.includes("client") });
+    forward(backend, client, count("backend"), { pipeOnly: guard?.sides.includes("backend") });
     client.on("end", () => onEnd("client"));
     backend.on("end", () => onEnd("backend"));
 
