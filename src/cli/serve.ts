@@ -10,6 +10,13 @@ import { ListenError, ProxyServer } from "../proxy/server.ts";
 import { generateDefaultCertificate } from "../tls/generated.ts";
 import { openWorkspace, type Workspace } from "../workspace.ts";
 import { displayPos, EXIT_FINDINGS, EXIT_USAGE, lastString, listFlag, UsageError } from "./common.ts";
+import {
+  isServeWorker,
+  parseWorkerCount,
+  runPrimary,
+  runWorker,
+  type ServeContext,
+} from "./serve-workers.ts";
 
 export const serveCommand = defineCommand({
   meta: { name: "serve", description: "Run the router: listen on the entry points and route connections" },
@@ -26,6 +33,10 @@ export const serveCommand = defineCommand({
       default: "pretty",
     },
     watch: { type: "boolean", description: "Reload when a configuration file changes", default: false },
+    workers: {
+      type: "string",
+      description: "Processes accepting on the entry points: a number, or auto for one per CPU (default 1)",
+    },
     debug: { type: "boolean", description: "Print stack traces of internal errors", default: false },
   },
   async run({ args }) {
@@ -37,14 +48,29 @@ export const serveCommand = defineCommand({
       throw new UsageError(`--log-format must be pretty or json, got "${format}"`);
     const overrides = parseOverrides(listFlag(args.entrypoint));
     const paths = listFlag(args.config);
+    const workers = parseWorkerCount(lastString(args.workers));
+    const open = (): Workspace => {
+      const opened = openWorkspace(paths);
+      applyOverrides(opened, overrides);
+      return opened;
+    };
+    const context: ServeContext = {
+      level: level as LogLevel,
+      format: format as LogFormat,
+      open,
+      reloadCandidate: (log) => reloadCandidate(open, log),
+      watch: args.watch ? (files, reload, log) => watchFiles(paths, files, reload, log) : null,
+    };
+    // Under --workers, the primary started this process as one of its workers (serve-workers.ts).
+    if (isServeWorker()) return runWorker(context);
     const log = createLogger({ level: level as LogLevel, format: format as LogFormat });
 
-    const workspace = openWorkspace(paths);
-    applyOverrides(workspace, overrides);
+    const workspace = open();
     if (!reportDiagnostics(workspace.diagnostics, log)) {
       log.error("the configuration has errors; not starting (run tlsroute validate for details)");
       return EXIT_FINDINGS;
     }
+    if (workers.count > 1) return runPrimary(context, workers, workspace);
     const generated = await generateDefaultCertificate();
     const server = new ProxyServer(workspace, generated, log);
 
@@ -68,20 +94,8 @@ export const serveCommand = defineCommand({
       reloading = reloading.then(async () => {
         if (stopping) return;
         log.info("reloading configuration", { trigger: why });
-        let next: Workspace;
-        try {
-          next = openWorkspace(paths);
-          applyOverrides(next, overrides);
-        } catch (err) {
-          log.error("reload failed; keeping the running configuration", {
-            error: err instanceof Error ? err.message : String(err),
-          });
-          return;
-        }
-        if (!reportDiagnostics(next.diagnostics, log)) {
-          log.error("the new configuration has errors; keeping the running configuration");
-          return;
-        }
+        const next = reloadCandidate(open, log);
+        if (!next) return;
         try {
           await server.reload(next);
           resolvers.update(next);
@@ -174,6 +188,24 @@ function applyOverrides(workspace: Workspace, overrides: Override[]): void {
     ep.port = o.port;
     ep.address = { value: o.address, pos: ep.address.pos };
   }
+}
+
+/** The configuration read again for a reload, its findings logged; null (after saying why) when unusable. */
+function reloadCandidate(open: () => Workspace, log: Logger): Workspace | null {
+  let next: Workspace;
+  try {
+    next = open();
+  } catch (err) {
+    log.error("reload failed; keeping the running configuration", {
+      error: err instanceof Error ? err.message : String(err),
+    });
+    return null;
+  }
+  if (!reportDiagnostics(next.diagnostics, log)) {
+    log.error("the new configuration has errors; keeping the running configuration");
+    return null;
+  }
+  return next;
 }
 
 /** Logs every finding; false when there are errors. */

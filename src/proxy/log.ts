@@ -61,12 +61,17 @@ export function createLogger(options: {
   level: LogLevel;
   format: LogFormat;
   write?: (line: string) => void;
+  /** Fields every line carries (a worker's number under --workers). */
+  base?: Record<string, unknown>;
 }): Logger {
   const threshold = LEVELS[options.level];
-  const write = options.write ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const emit = (level: LogLevel, msg: string, fields: Record<string, unknown> = {}) => {
+  const write = options.write ?? writeStdout;
+  const base = options.base ?? {};
+  const emit = (level: LogLevel, msg: string, given: Record<string, unknown> = {}) => {
     if (LEVELS[level] < threshold) return;
+    const fields = options.base ? { ...base, ...given } : given;
     if (options.format === "json") {
+      // Each line is one write, so lines from several processes sharing the output never mix.
       write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
       return;
     }
@@ -114,4 +119,20 @@ export function createLogger(options: {
       );
     },
   };
+}
+
+let stdoutGone = false;
+
+/**
+ * One write per line to stdout. A reader that goes away (a closed pipe: EPIPE) must not take the
+ * proxy down with an unhandled 'error'; the lines are dropped from then on.
+ */
+function writeStdout(line: string): void {
+  if (stdoutGone) return;
+  if (process.stdout.listenerCount("error") === 0) {
+    process.stdout.on("error", () => {
+      stdoutGone = true;
+    });
+  }
+  process.stdout.write(`${line}\n`);
 }

@@ -39,6 +39,7 @@ export class ProxyServer {
     workspace: Workspace,
     private readonly generated: GeneratedCertificate,
     private readonly log: Logger,
+    private readonly options: ProxyServerOptions = {},
   ) {
     this.snapshot = buildSnapshot(workspace, generated);
     this.health = this.startHealthChecks(this.snapshot);
@@ -95,7 +96,7 @@ export class ProxyServer {
           address && typeof address === "object"
             ? `${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`
             : String(address);
-        this.log.info("listening", { entryPoint: entryPoint.name, address: bound });
+        this.announce({ kind: "listening", entryPoint: entryPoint.name, address: bound });
         resolve();
       });
     });
@@ -136,6 +137,13 @@ export class ProxyServer {
     const next = buildSnapshot(workspace, this.generated);
     // Services and inFlightConn counters are unchanged: keep the running health view and counts.
     this.snapshot = { ...next, services: this.snapshot.services, inFlight: this.snapshot.inFlight };
+  }
+
+  private announce(event: ListenerEvent): void {
+    if (this.options.onListener) this.options.onListener(event);
+    else if (event.kind === "listening")
+      this.log.info("listening", { entryPoint: event.entryPoint, address: event.address });
+    else this.log.info("entry point removed", { entryPoint: event.entryPoint });
   }
 
   /** Applies a new, already validated configuration to new connections. */
@@ -187,7 +195,7 @@ export class ProxyServer {
       if (!entryPoints.has(name)) {
         l.server.close();
         this.listeners.delete(name);
-        this.log.info("entry point removed", { entryPoint: name });
+        this.announce({ kind: "removed", entryPoint: name });
       }
     }
     this.health.stop();
@@ -237,6 +245,19 @@ export class ProxyServer {
   get openConnections(): number {
     return this.active.size;
   }
+}
+
+/** A change of what the server listens on. */
+export type ListenerEvent =
+  | { kind: "listening"; entryPoint: string; address: string }
+  | { kind: "removed"; entryPoint: string };
+
+export interface ProxyServerOptions {
+  /**
+   * Told instead of the log when an entry point starts listening or is removed. Workers report these
+   * to the primary, which logs each once for all of them (src/cli/serve-workers.ts).
+   */
+  onListener?: (event: ListenerEvent) => void;
 }
 
 /** A listener that could not bind: the process cannot run as configured (exit 2), not an internal error. */

@@ -6,6 +6,7 @@ import type { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { ConnectionFacts, Decision } from "../routing/decide.ts";
 import type { AccessRecord } from "./log.ts";
+import { workerSlot } from "./workers.ts";
 
 export const WHOAMI_ADDRESS = "whoami@internal";
 
@@ -35,6 +36,9 @@ export function whoamiLine(
           .join(", ")
       : null,
     postgres: record.postgres,
+    // Which process answered: under --workers, the worker's number (1..N); null without workers.
+    worker: workerSlot(),
+    pid: process.pid,
   };
   return `${JSON.stringify(body)}\n`;
 }

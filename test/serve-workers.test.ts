@@ -1,0 +1,343 @@
+/**
+ * `tlsroute serve --workers N`: the built CLI as a subprocess with JSON logs, one primary and N worker
+ * processes on the same entry points (port 0 through --entrypoint). What a user checks: every worker
+ * answers (whoami@internal names the worker), there is one log with whole lines and one `listening`
+ * line per entry point, a reload reaches every worker (and a broken file reaches none), a worker that
+ * dies is started again, and SIGTERM drains connections in every worker.
+ *
+ * Run `npm run build` first: the tests run dist/ through bin/tlsroute.mjs.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it, type TestContext } from "node:test";
+import { runCliAsync } from "./helpers/cli.ts";
+import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
+
+const HOST = "127.0.0.1";
+const CASE = { timeout: 90_000 };
+
+const ROOT_DIR = mkdtempSync(path.join(tmpdir(), "tlsroute-serve-workers-"));
+after(() => rmSync(ROOT_DIR, { recursive: true, force: true }));
+
+let dirCounter = 0;
+function tempDir(label: string): string {
+  dirCounter += 1;
+  const dir = path.join(ROOT_DIR, `${String(dirCounter).padStart(2, "0")}-${label}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Entry points `names` on port 0, every router of them answered by whoami@internal. */
+function whoamiConfig(routerName: string, names: string[] = ["app"]) {
+  return {
+    entryPoints: Object.fromEntries(names.map((n) => [n, { address: "127.0.0.1:0" }])),
+    tcp: {
+      routers: { [routerName]: { entryPoints: names, rule: "HostSNI(`*`)", service: "whoami" } },
+      services: { whoami: { loadBalancer: { servers: [{ address: "whoami@internal" }] } } },
+    },
+  };
+}
+
+interface Whoami {
+  router: string;
+  entryPoint: string;
+  client: string;
+  worker: number | null;
+  pid: number;
+}
+
+/** One plain TCP connection answered by whoami: its JSON line. */
+function ask(port: number): Promise<Whoami> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: HOST, port });
+    let text = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+    });
+    socket.on("error", reject);
+    socket.on("close", () => {
+      try {
+        resolve(JSON.parse(text) as Whoami);
+      } catch {
+        reject(new Error(`not a whoami line: ${JSON.stringify(text)}`));
+      }
+    });
+  });
+}
+
+/**
+ * Connects in parallel batches until every worker in `workers` has answered (the kernel, not us,
+ * picks the worker of each connection); returns every answer.
+ */
+async function askUntilAllAnswer(port: number, workers: number[], maxConnections = 600): Promise<Whoami[]> {
+  const answers: Whoami[] = [];
+  while (answers.length < maxConnections) {
+    answers.push(...(await Promise.all(Array.from({ length: 20 }, () => ask(port)))));
+    const seen = new Set(answers.map((a) => a.worker));
+    if (workers.every((w) => seen.has(w))) return answers;
+  }
+  const seen = [...new Set(answers.map((a) => a.worker))].join(", ");
+  throw new Error(`after ${answers.length} connections only workers ${seen} answered`);
+}
+
+interface Run {
+  serve: ServeProcess;
+  file: string;
+  port(entryPoint?: string): number;
+  /** Index into serve.lines, to look at what came after it. */
+  mark(): number;
+  waitAfter(mark: number, match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+}
+
+async function serve(
+  t: TestContext,
+  label: string,
+  config: object,
+  options: { workers?: number; extra?: string[]; entryPoints?: string[] } = {},
+): Promise<Run> {
+  const dir = tempDir(label);
+  const file = path.join(dir, "tlsroute.json");
+  writeFileSync(file, JSON.stringify(config));
+  const names = options.entryPoints ?? ["app"];
+  const proc = await startServe(
+    [
+      "-c",
+      file,
+      "--workers",
+      String(options.workers ?? 2),
+      ...names.flatMap((n) => ["--entrypoint", `${n}=127.0.0.1:0`]),
+      ...(options.extra ?? []),
+    ],
+    { expectEntryPoints: names.length, startTimeoutMs: 30_000 },
+  );
+  t.after(() => proc.stop("SIGKILL"));
+  return {
+    serve: proc,
+    file,
+    port: (entryPoint = "app") => proc.ports.get(entryPoint)!,
+    mark: () => proc.lines.length,
+    waitAfter: (mark, match, timeoutMs = 20_000) =>
+      proc.waitFor((line) => proc.lines.indexOf(line) >= mark && match(line), timeoutMs),
+  };
+}
+
+async function waitUntil(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await sleep(20);
+  }
+}
+
+function expectRefused(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: HOST, port });
+    socket.once("connect", () => {
+      socket.destroy();
+      reject(new Error(`port ${port} still accepts connections`));
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "ECONNREFUSED") resolve();
+      else reject(error);
+    });
+  });
+}
+
+describe("serve --workers", () => {
+  it(
+    "two workers on two port-0 entry points: both answer, one listening line each, one log",
+    CASE,
+    async (t) => {
+      const run = await serve(t, "both", whoamiConfig("hello", ["app", "admin"]), {
+        entryPoints: ["app", "admin"],
+      });
+      const listening = run.serve.lines.filter((l) => l.msg === "listening");
+      assert.deepEqual(listening.map((l) => l.entryPoint).sort(), ["admin", "app"]);
+      assert.notEqual(run.port("app"), run.port("admin"));
+      const started = await run.serve.waitFor((l) => l.msg === "workers started");
+      const pids = started.pids as number[];
+      assert.equal(pids.length, 2);
+
+      for (const entryPoint of ["app", "admin"]) {
+        const answers = await askUntilAllAnswer(run.port(entryPoint), [1, 2]);
+        for (const answer of answers) {
+          assert.equal(answer.router, "hello");
+          assert.equal(answer.entryPoint, entryPoint);
+          assert.equal(answer.pid, pids[answer.worker! - 1], "each worker number is one process");
+        }
+        // Every connection has its access line, from the worker that served it.
+        await waitUntil("every access line is in", () =>
+          answers.every((a) =>
+            run.serve.accessLines().some((l) => l.client === a.client && l.entryPoint === entryPoint),
+          ),
+        );
+        for (const answer of answers) {
+          const line = run.serve
+            .accessLines()
+            .find((l) => l.client === answer.client && l.entryPoint === entryPoint)!;
+          assert.equal(line.worker, answer.worker);
+          assert.equal(line.reason, "closed");
+        }
+      }
+      // Whole lines only: nothing on stdout failed to parse as a JSON line.
+      assert.deepEqual(run.serve.other, []);
+    },
+  );
+
+  it("SIGHUP reloads every worker; a broken file is refused by all of them", CASE, async (t) => {
+    const run = await serve(t, "reload", whoamiConfig("first"));
+    await askUntilAllAnswer(run.port(), [1, 2]);
+    let mark = run.mark();
+    writeFileSync(run.file, JSON.stringify(whoamiConfig("second")));
+    run.serve.child.kill("SIGHUP");
+    const reloaded = await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
+    assert.equal(reloaded.workers, 2);
+    const after = await askUntilAllAnswer(run.port(), [1, 2]);
+    assert.ok(
+      after.every((a) => a.router === "second"),
+      "every worker runs the new configuration",
+    );
+
+    mark = run.mark();
+    // A router naming a service that does not exist: validate's error, so no worker may take it.
+    const broken = whoamiConfig("broken");
+    broken.tcp.routers.broken!.service = "missing";
+    writeFileSync(run.file, JSON.stringify(broken));
+    run.serve.child.kill("SIGHUP");
+    await run.waitAfter(
+      mark,
+      (l) => l.msg === "the new configuration has errors; keeping the running configuration",
+    );
+    const still = await askUntilAllAnswer(run.port(), [1, 2]);
+    assert.ok(
+      still.every((a) => a.router === "second"),
+      "every worker kept the running configuration",
+    );
+    // The primary checked the file once: each finding is logged once, not once per worker.
+    const findings = run.serve.lines.slice(mark).filter((l) => l.level === "error" && l.code !== undefined);
+    assert.ok(findings.length > 0);
+    assert.ok(findings.every((l) => l.worker === undefined));
+    assert.equal(new Set(findings.map((l) => `${l.code} ${l.msg}`)).size, findings.length);
+  });
+
+  it("--watch reloads every worker", CASE, async (t) => {
+    const run = await serve(t, "watch", whoamiConfig("first"), { extra: ["--watch"] });
+    const mark = run.mark();
+    writeFileSync(run.file, JSON.stringify(whoamiConfig("watched")));
+    await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
+    const after = await askUntilAllAnswer(run.port(), [1, 2]);
+    assert.ok(after.every((a) => a.router === "watched"));
+  });
+
+  it("a worker that dies is started again, and the log says so", CASE, async (t) => {
+    const run = await serve(t, "crash", whoamiConfig("steady"));
+    const before = await askUntilAllAnswer(run.port(), [1, 2]);
+    const victim = before.find((a) => a.worker === 2)!;
+    const mark = run.mark();
+    process.kill(victim.pid, "SIGKILL");
+    const died = await run.waitAfter(mark, (l) => l.msg === "worker exited unexpectedly; starting a new one");
+    assert.equal(died.worker, 2);
+    assert.equal(died.pid, victim.pid);
+    assert.equal(died.signal, "SIGKILL");
+    const again = await run.waitAfter(mark, (l) => l.msg === "worker started again");
+    assert.equal(again.worker, 2);
+    assert.notEqual(again.pid, victim.pid);
+    // No second listening line: the entry point kept its address.
+    assert.ok(!run.serve.lines.slice(mark).some((l) => l.msg === "listening"));
+    const answers = await askUntilAllAnswer(run.port(), [1, 2]);
+    const worker2 = answers.filter((a) => a.worker === 2);
+    assert.ok(
+      worker2.every((a) => a.pid === again.pid),
+      "worker 2 is the new process",
+    );
+  });
+
+  it("SIGTERM: every worker stops accepting, open connections finish, exit 0", CASE, async (t) => {
+    const backend = net.createServer((socket) => socket.on("data", (chunk) => socket.write(chunk)));
+    await new Promise<void>((resolve) => backend.listen(0, HOST, resolve));
+    t.after(() => backend.close());
+    const backendAddress = `${HOST}:${(backend.address() as net.AddressInfo).port}`;
+    const run = await serve(t, "drain", {
+      entryPoints: { app: { address: "127.0.0.1:0", transport: { lifeCycle: { graceTimeOut: "20s" } } } },
+      tcp: {
+        routers: { echo: { rule: "HostSNI(`*`)", service: "echo" } },
+        services: { echo: { loadBalancer: { servers: [{ address: backendAddress }] } } },
+      },
+    });
+    // Two connections held open, so that with luck both workers hold one (the count is what matters).
+    const open = await Promise.all([0, 1].map(() => connectEcho(run.port())));
+    for (const c of open) assert.equal(await c.say("before"), "before");
+
+    const exited = new Promise<number | null>((resolve) => run.serve.child.once("exit", resolve));
+    run.serve.child.kill("SIGTERM");
+    const shutting = await run.serve.waitFor((l) => l.msg === "shutting down");
+    assert.equal(shutting.openConnections, 2);
+    assert.equal(shutting.workers, 2);
+    await expectRefused(run.port());
+    for (const c of open) assert.equal(await c.say("during"), "during");
+    assert.equal(run.serve.child.exitCode, null, "waits for the open connections");
+    for (const c of open) c.socket.end();
+    assert.equal(await exited, 0);
+    const stopped = run.serve.lines.find((l) => l.msg === "stopped");
+    assert.equal(stopped?.forcedConnections, 0);
+    assert.equal(run.serve.accessLines().length, 2);
+  });
+
+  it("bad --workers values and a busy address are usage errors (exit 2)", CASE, async (t) => {
+    const dir = tempDir("usage");
+    const file = path.join(dir, "tlsroute.json");
+    writeFileSync(file, JSON.stringify(whoamiConfig("x")));
+    for (const value of ["0", "two", "1.5"]) {
+      const result = await runCliAsync(["serve", "-c", file, "--workers", value]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /--workers must be a number from 1 to 256 or "auto"/);
+    }
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, HOST, resolve));
+    t.after(() => busy.close());
+    const port = (busy.address() as net.AddressInfo).port;
+    const result = await runCliAsync([
+      "serve",
+      "-c",
+      file,
+      "--workers",
+      "2",
+      "--entrypoint",
+      `app=127.0.0.1:${port}`,
+      "--log-format",
+      "json",
+    ]);
+    assert.equal(result.code, 2, result.stdout + result.stderr);
+    const errors = result.stdout
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as LogLine)
+      .filter((l) => l.level === "error");
+    assert.equal(errors.length, 1, "the failure is reported once, not once per worker");
+    assert.match(errors[0]!.msg, /cannot listen on .*the address is already in use/);
+  });
+});
+
+async function connectEcho(port: number) {
+  const socket = net.connect({ host: HOST, port });
+  await new Promise((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+  socket.setEncoding("utf8");
+  return {
+    socket,
+    say(text: string): Promise<string> {
+      return new Promise((resolve) => {
+        socket.once("data", (chunk: string) => resolve(chunk));
+        socket.write(text);
+      });
+    },
+  };
+}
