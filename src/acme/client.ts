@@ -25,8 +25,11 @@ export interface OrderRequest {
   /** Every name of the certificate, the first one becomes its subject. */
   names: string[];
   keyType: AcmeKeyType;
-  /** Called for each name right before the CA is told to validate it, and after validation ends. */
-  publish(name: string, certificate: ChallengeCertificate): void;
+  /**
+   * Called for each name before the CA is told to validate it (awaited: with workers, every worker
+   * must hold the certificate before the CA connects), and after validation ends.
+   */
+  publish(name: string, certificate: ChallengeCertificate): void | Promise<void>;
   withdraw(name: string, id: string): void;
   progress(step: string, fields?: Record<string, unknown>): void;
   /** Called once a new account is registered, before the order: it is stored even if the order fails. */
@@ -186,7 +189,7 @@ export async function orderCertificate(request: OrderRequest): Promise<OrderResu
       );
       challengeSerial += 1;
       const id = `acme-challenge-${challengeSerial}`;
-      request.publish(name, { id, certPem: certPem.toString(), keyPem: keyPem.toString() });
+      await request.publish(name, { id, certPem: certPem.toString(), keyPem: keyPem.toString() });
       try {
         request.progress("CA is validating", { name, challenge: "tls-alpn-01" });
         await step(`validate ${name}`, async () => {

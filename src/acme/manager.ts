@@ -22,7 +22,8 @@ export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/dire
 
 /** Where challenge certificates go: the process's ChallengeStore, or every worker. */
 export interface ChallengeSink {
-  publish(name: string, certificate: ChallengeCertificate): void;
+  /** May return a promise: the order waits for it before the CA is told to validate. */
+  publish(name: string, certificate: ChallengeCertificate): void | Promise<void>;
   withdraw(name: string, id: string): void;
 }
 
