@@ -5,7 +5,9 @@
  * line per entry point, a reload reaches every worker (and a broken file reaches none), a worker that
  * dies is started again, and SIGTERM drains connections in every worker.
  *
- * Run `npm run build` first: the tests run dist/ through bin/tlsroute.mjs.
+ * Run `npm run build` first: the tests run dist/ through bin/tlsroute.mjs. `TLSROUTE_RUNTIME=bun|deno`
+ * runs serve on Bun or Deno instead (Deno with the serve permissions plus --allow-run, which starting
+ * the workers needs).
  */
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -13,11 +15,13 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
-import { runCliAsync } from "./helpers/cli.ts";
+import { DENO_FLAGS, runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const HOST = "127.0.0.1";
 const CASE = { timeout: 90_000 };
+const RUNTIME = runtimeUnderTest();
+const DENO_SERVE_FLAGS = [...DENO_FLAGS.serve, "--allow-run"];
 
 const ROOT_DIR = mkdtempSync(path.join(tmpdir(), "tlsroute-serve-workers-"));
 after(() => rmSync(ROOT_DIR, { recursive: true, force: true }));
@@ -114,7 +118,12 @@ async function serve(
       ...names.flatMap((n) => ["--entrypoint", `${n}=127.0.0.1:0`]),
       ...(options.extra ?? []),
     ],
-    { expectEntryPoints: names.length, startTimeoutMs: 30_000 },
+    {
+      expectEntryPoints: names.length,
+      startTimeoutMs: 30_000,
+      runtime: RUNTIME,
+      denoFlags: DENO_SERVE_FLAGS,
+    },
   );
   t.after(() => proc.stop("SIGKILL"));
   return {
@@ -294,7 +303,9 @@ describe("serve --workers", () => {
     const file = path.join(dir, "tlsroute.json");
     writeFileSync(file, JSON.stringify(whoamiConfig("x")));
     for (const value of ["0", "two", "1.5"]) {
-      const result = await runCliAsync(["serve", "-c", file, "--workers", value]);
+      const result = await runOn(RUNTIME, ["serve", "-c", file, "--workers", value], {
+        denoFlags: DENO_SERVE_FLAGS,
+      });
       assert.equal(result.code, 2, result.stderr);
       assert.match(result.stderr, /--workers must be a number from 1 to 256 or "auto"/);
     }
@@ -302,17 +313,21 @@ describe("serve --workers", () => {
     await new Promise<void>((resolve) => busy.listen(0, HOST, resolve));
     t.after(() => busy.close());
     const port = (busy.address() as net.AddressInfo).port;
-    const result = await runCliAsync([
-      "serve",
-      "-c",
-      file,
-      "--workers",
-      "2",
-      "--entrypoint",
-      `app=127.0.0.1:${port}`,
-      "--log-format",
-      "json",
-    ]);
+    const result = await runOn(
+      RUNTIME,
+      [
+        "serve",
+        "-c",
+        file,
+        "--workers",
+        "2",
+        "--entrypoint",
+        `app=127.0.0.1:${port}`,
+        "--log-format",
+        "json",
+      ],
+      { denoFlags: DENO_SERVE_FLAGS },
+    );
     assert.equal(result.code, 2, result.stdout + result.stderr);
     const errors = result.stdout
       .split("\n")
@@ -321,6 +336,20 @@ describe("serve --workers", () => {
       .filter((l) => l.level === "error");
     assert.equal(errors.length, 1, "the failure is reported once, not once per worker");
     assert.match(errors[0]!.msg, /cannot listen on .*the address is already in use/);
+  });
+});
+
+describe("serve --workers on Deno", { skip: RUNTIME !== "deno" && "runs with TLSROUTE_RUNTIME=deno" }, () => {
+  it("without --allow-run: exit 2, and the flag to add", CASE, async () => {
+    const dir = tempDir("deno-run");
+    const file = path.join(dir, "tlsroute.json");
+    writeFileSync(file, JSON.stringify(whoamiConfig("x")));
+    const result = await runOn(RUNTIME, ["serve", "-c", file, "--workers", "2"], {
+      denoFlags: DENO_FLAGS.serve,
+    });
+    assert.equal(result.code, 2, result.stdout + result.stderr);
+    assert.match(result.stdout, /--workers needs Deno's permission to start processes/);
+    assert.match(result.stdout, /--allow-run/);
   });
 });
 

@@ -257,14 +257,7 @@ class Primary {
         ...(this.forceColor ? { FORCE_COLOR: "1" } : {}),
       });
     } catch (err) {
-      const denied = isDenoPermissionError(err);
-      this.startFailed({
-        message: denied
-          ? `--workers needs Deno's permission to start processes: ${errorText(err)}`
-          : `cannot start a worker process: ${errorText(err)}`,
-        ...(denied ? { hint: "Add --allow-run (Deno starts each worker as a new deno process)." } : {}),
-        exitCode: EXIT_USAGE,
-      });
+      this.spawnFailed(slot, err);
       return;
     }
     slot.worker = worker;
@@ -277,8 +270,33 @@ class Primary {
       this.onMessage(slot, message);
     });
     worker.on("exit", (code, signal) => this.onExit(slot, worker, code, signal));
-    // A worker that cannot be reached (it died at once) is reported by its 'exit'.
-    worker.on("error", () => {});
+    // Deno reports a process it may not start here, asynchronously, and never an 'exit'.
+    worker.on("error", (err: Error) => {
+      if (slot.worker === worker && !slot.greeted) this.spawnFailed(slot, err);
+    });
+  }
+
+  /** The worker process could not be started at all. */
+  private spawnFailed(slot: Slot, err: unknown): void {
+    slot.worker = null;
+    const denied = isDenoPermissionError(err);
+    const failure = {
+      message: denied
+        ? `--workers needs Deno's permission to start processes: ${errorText(err)}`
+        : `cannot start a worker process: ${errorText(err)}`,
+      ...(denied ? { hint: "Add --allow-run (Deno starts each worker as a new deno process)." } : {}),
+      exitCode: EXIT_USAGE,
+    };
+    if (this.phase === "starting") {
+      this.startFailed(failure);
+      return;
+    }
+    if (this.phase === "stopping") return;
+    this.log.error("a worker could not be started again; trying later", {
+      worker: slot.number,
+      error: failure.message,
+    });
+    this.scheduleRestart(slot);
   }
 
   private send(slot: Slot, message: ToWorker | BroadcastEnvelope): void {
@@ -397,19 +415,24 @@ class Primary {
       });
       return;
     }
-    const now = Date.now();
-    slot.deaths = [...slot.deaths.filter((t) => now - t < RESTART_WINDOW_MS), now];
-    const delayMs = Math.min(RESTART_DELAY_MAX_MS, RESTART_DELAY_MS * 2 ** (slot.deaths.length - 1));
     this.log.warn("worker exited unexpectedly; starting a new one", {
       worker: slot.number,
       pid: worker.process.pid,
       exitCode: code,
       signal,
-      inMs: delayMs,
+      inMs: this.scheduleRestart(slot),
     });
+  }
+
+  /** Starts the slot's worker again after a pause that grows while it keeps dying; returns the pause. */
+  private scheduleRestart(slot: Slot): number {
+    const now = Date.now();
+    slot.deaths = [...slot.deaths.filter((t) => now - t < RESTART_WINDOW_MS), now];
+    const delayMs = Math.min(RESTART_DELAY_MAX_MS, RESTART_DELAY_MS * 2 ** (slot.deaths.length - 1));
     slot.restartTimer = setTimeout(() => {
       if (this.phase !== "stopping") this.spawn(slot);
     }, delayMs);
+    return delayMs;
   }
 
   /** Logs listener changes once for all workers. */
