@@ -15,6 +15,8 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
+import tls from "node:tls";
+import { freePort, pebbleInstalled, startPebble } from "./helpers/pebble.ts";
 import { DENO_FLAGS, runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
 
@@ -103,7 +105,14 @@ async function serve(
   t: TestContext,
   label: string,
   config: object,
-  options: { workers?: number; extra?: string[]; entryPoints?: string[] } = {},
+  options: {
+    workers?: number;
+    extra?: string[];
+    /** Entry points given port 0 on the command line (default: app). */
+    entryPoints?: string[];
+    /** Listening lines to wait for (default: one per entry point above). */
+    listening?: number;
+  } = {},
 ): Promise<Run> {
   const dir = tempDir(label);
   const file = path.join(dir, "tlsroute.json");
@@ -119,7 +128,7 @@ async function serve(
       ...(options.extra ?? []),
     ],
     {
-      expectEntryPoints: names.length,
+      expectEntryPoints: options.listening ?? names.length,
       startTimeoutMs: 30_000,
       runtime: RUNTIME,
       denoFlags: DENO_SERVE_FLAGS,
@@ -352,6 +361,104 @@ describe("serve --workers on Deno", { skip: RUNTIME !== "deno" && "runs with TLS
     assert.match(result.stdout, /--allow-run/);
   });
 });
+
+describe("serve --workers with an ACME resolver", {
+  skip: !pebbleInstalled()
+    ? "pebble is not installed (Debian package pebble)"
+    : RUNTIME === "deno"
+      ? "Deno cannot serve TLS-ALPN-01 challenge certificates"
+      : false,
+}, () => {
+  it(
+    "the primary orders once; every worker answers the CA's challenge and serves the certificate",
+    CASE,
+    async (t) => {
+      const dir = tempDir("acme");
+      const port = await freePort();
+      const pebble = await startPebble(path.join(dir, "pebble"), port);
+      t.after(() => pebble.stop());
+      const root = await pebble.issuingRoot();
+      const run = await serve(
+        t,
+        "acme-serve",
+        {
+          entryPoints: { websecure: { address: `127.0.0.1:${port}` } },
+          certificatesResolvers: {
+            pebble: {
+              acme: {
+                email: "ops@example.com",
+                storage: path.join(dir, "acme.json"),
+                caServer: pebble.directory,
+                caCertificates: [pebble.apiCa.certFile],
+                tlsChallenge: {},
+              },
+            },
+          },
+          tcp: {
+            routers: {
+              app: {
+                rule: "HostSNI(`app.tlsroute.test`)",
+                service: "whoami",
+                tls: { certResolver: "pebble" },
+              },
+            },
+            services: { whoami: { loadBalancer: { servers: [{ address: "whoami@internal" }] } } },
+          },
+        },
+        { entryPoints: [], listening: 1 },
+      );
+      await run.serve.waitFor((l) => l.msg === "certificate obtained", 60_000);
+      // Resolver lines come from the primary only: one order, not one per worker.
+      const orders = run.serve.lines.filter((l) => l.msg === "certificate obtained");
+      assert.equal(orders.length, 1);
+      assert.equal(orders[0]!.worker, undefined);
+      // Wherever the CA's validation connections landed, they found the challenge certificate.
+      const challenges = run.serve.accessLines().filter((l) => l.reason === "acme_challenge");
+      assert.ok(challenges.length >= 1);
+
+      const seen = new Set<number>();
+      for (let i = 0; i < 200 && seen.size < 2; i++) {
+        const answer = await askTls(port, "app.tlsroute.test", root);
+        assert.equal(answer.authorized, true, answer.error);
+        assert.match(answer.issuer, /Pebble/i);
+        seen.add(answer.worker);
+      }
+      assert.deepEqual([...seen].sort(), [1, 2], "both workers serve the new certificate");
+    },
+  );
+});
+
+/** A TLS connection to a whoami router: whether the served certificate verified, its issuer, the worker. */
+function askTls(
+  port: number,
+  servername: string,
+  ca: string,
+): Promise<{ authorized: boolean; error: string; issuer: string; worker: number }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: HOST, port, servername, ca, rejectUnauthorized: false });
+    let text = "";
+    let issuer = "";
+    let authorized = false;
+    let error = "";
+    socket.once("secureConnect", () => {
+      authorized = socket.authorized;
+      error = String(socket.authorizationError ?? "");
+      issuer = JSON.stringify(socket.getPeerCertificate().issuer ?? {});
+    });
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      try {
+        resolve({ authorized, error, issuer, worker: (JSON.parse(text) as Whoami).worker ?? 0 });
+      } catch {
+        reject(new Error(`no whoami line over TLS: ${JSON.stringify(text)} (${error})`));
+      }
+    });
+  });
+}
 
 async function connectEcho(port: number) {
   const socket = net.connect({ host: HOST, port });
