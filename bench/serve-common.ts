@@ -673,7 +673,7 @@ export interface BenchCertificate {
 }
 
 /** One ECDSA P-256 CA and a leaf for `names`, made with the openssl CLI in `dir` (peers.md §6.1). */
-export function makeEcdsaCertificate(dir: string, names: string[]): BenchCertificate {
+export function makeEcdsaCertificate(dir: string, names: string[], days = 30): BenchCertificate {
   const out: BenchCertificate = {
     caCert: path.join(dir, "ca.crt"),
     cert: path.join(dir, "leaf.crt"),
@@ -691,7 +691,7 @@ export function makeEcdsaCertificate(dir: string, names: string[]): BenchCertifi
     "-out",
     out.caCert,
     "-days",
-    "30",
+    String(days),
     "-subj",
     "/CN=tlsroute bench CA",
     "-addext",
@@ -712,7 +712,7 @@ export function makeEcdsaCertificate(dir: string, names: string[]): BenchCertifi
     "-out",
     out.cert,
     "-days",
-    "30",
+    String(days),
     "-subj",
     `/CN=${names[0]}`,
     "-addext",

@@ -15,8 +15,9 @@
  *   handshakes  N concurrent loops of tls.connect → 1 byte → read the echo → destroy, for SECONDS
  *   idle        opens COUNT connections (passthrough: ClientHello then silence; terminate: full TLS
  *               handshake then silence) and holds them until `close` on stdin
- *   latency     COUNT sequential new TLS connections (SNI, chain verified) → 1 byte → its echo →
- *               destroy; prints each connection's time from connect() to the echo, in ms
+ *   latency     COUNT sequential new TLS connections per target, round-robin over the TARGETS (SNI,
+ *               chain verified) → 1 byte → its echo → destroy; prints each connection's time from
+ *               connect() to the echo, in ms, by target
  *
  * Usage (from the bench scripts): node --import tsx bench/serve-peers.ts ROLE 'JSON-ARGS'
  * Every role prints JSON lines on stdout and exits when its stdin closes (the parent went away).
@@ -394,39 +395,47 @@ async function idle(args: Args): Promise<void> {
  * One connection at a time, so the time measured is a new connection's own: TCP connect, the full
  * TLS handshake (no resumption), one byte there and back. Run against a proxy and against the
  * backend directly, the difference is what the proxy adds (peek, route, backend connect, relay).
+ * With several targets the connections go round-robin over them (direct, proxy A, proxy B, …,
+ * direct, …), so a burst of load elsewhere on the machine hits every path alike.
  */
 async function latency(args: Args): Promise<void> {
-  const port = Number(args.port);
-  const servername = String(args.servername);
+  const targets = (args.targets as { name: string; port: number; servername: string }[] | undefined) ?? [
+    { name: "target", port: Number(args.port), servername: String(args.servername) },
+  ];
   const ca = readFileSync(String(args.ca), "utf8");
   const count = Number(args.count);
-  const samples: number[] = [];
-  let errors = 0;
+  const samples: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
+  const errors: Record<string, number> = {};
   let firstError: string | null = null;
   const one = Buffer.of(0x2a);
+  const connectOnce = (port: number, servername: string) =>
+    new Promise<void>((resolve, reject) => {
+      const socket = tls.connect({ host: "127.0.0.1", port, servername, ca });
+      socket.setNoDelay(true);
+      let settled = false;
+      const settle = (err: Error | null) => {
+        if (settled) return;
+        settled = true;
+        socket.destroy();
+        if (err) reject(err);
+        else resolve();
+      };
+      socket.once("secureConnect", () => socket.write(one));
+      socket.once("data", () => settle(null));
+      socket.once("error", (err) => settle(err));
+      socket.once("close", () => settle(new Error("closed before the echo came back")));
+    });
   for (let i = 0; i < count; i++) {
-    const started = performance.now();
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const socket = tls.connect({ host: "127.0.0.1", port, servername, ca });
-        socket.setNoDelay(true);
-        let settled = false;
-        const settle = (err: Error | null) => {
-          if (settled) return;
-          settled = true;
-          socket.destroy();
-          if (err) reject(err);
-          else resolve();
-        };
-        socket.once("secureConnect", () => socket.write(one));
-        socket.once("data", () => settle(null));
-        socket.once("error", (err) => settle(err));
-        socket.once("close", () => settle(new Error("closed before the echo came back")));
-      });
-      samples.push(performance.now() - started);
-    } catch (err) {
-      errors++;
-      firstError ??= err instanceof Error ? err.message : String(err);
+    for (const target of targets) {
+      const started = performance.now();
+      try {
+        await connectOnce(target.port, target.servername);
+        const elapsed = performance.now() - started;
+        samples[target.name]?.push(elapsed);
+      } catch (err) {
+        errors[target.name] = (errors[target.name] ?? 0) + 1;
+        firstError ??= `${target.name}: ${err instanceof Error ? err.message : String(err)}`;
+      }
     }
   }
   say({ result: { samples, errors, firstError } });
