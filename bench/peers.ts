@@ -25,7 +25,8 @@
  *
  * Run:  npm run build && npm run bench:peers [-- --quick] [-- --profile] [-- --rounds N]
  *       [-- --memory-runs N] [-- --only haproxy,tlsroute-node,...]
- * Writes bench/results/peers-<date>.json and bench/results/peers-<date>.md (the tables as Markdown).
+ * Writes bench/results/peers-<date>.json and bench/results/peers-<date>.md (the tables as Markdown);
+ * `--quick` and `--only` runs add `-quick` / `-partial` to the name.
  * `--profile` adds a passthrough run and a termination run of the Node proxy under `node --cpu-prof`
  * and summarises the top frames.
  */
@@ -459,6 +460,9 @@ interface HandshakeRun {
   count: number;
   perSecond: number;
   cpuPer1000: number;
+  /** The user-space and kernel parts of cpuPer1000. */
+  userPer1000: number;
+  systemPer1000: number;
   busy: number;
   errors: number;
   firstError: string | null;
@@ -484,6 +488,8 @@ async function handshakesOnce(proxy: RunningProxy, caFile: string, seconds: numb
     count: r.count,
     perSecond: round(r.count / wall),
     cpuPer1000: round(((cpu.user + cpu.system) / Math.max(1, r.count)) * 1000, 3),
+    userPer1000: round((cpu.user / Math.max(1, r.count)) * 1000, 3),
+    systemPer1000: round((cpu.system / Math.max(1, r.count)) * 1000, 3),
     busy: round((cpu.user + cpu.system) / wall, 2),
     errors: r.errors,
     firstError: r.firstError,
@@ -883,6 +889,8 @@ interface ProxyResult {
   handshakes?: {
     perSecond: Spread;
     cpuPer1000: Spread;
+    userPer1000: Spread;
+    systemPer1000: Spread;
     capacityPerCore: number;
     busy: Spread;
     errors: number;
@@ -1043,6 +1051,8 @@ async function main(): Promise<void> {
       results.get(spec.id)!.handshakes = {
         perSecond: must(spread(rs.map((r) => r.perSecond))),
         cpuPer1000: cpu,
+        userPer1000: must(spread(rs.map((r) => r.userPer1000))),
+        systemPer1000: must(spread(rs.map((r) => r.systemPer1000))),
         // What one saturated core would do at this cost per handshake (the client is the limit here).
         capacityPerCore: round(1000 / cpu.median),
         busy: must(spread(rs.map((r) => r.busy))),
@@ -1175,7 +1185,8 @@ async function main(): Promise<void> {
     }
     const dir = path.join(BENCH_DIR, "results");
     mkdirSync(dir, { recursive: true });
-    const stamp = startedAt.toISOString().slice(0, 10);
+    // A quick or partial run never replaces the day's full table.
+    const stamp = `${startedAt.toISOString().slice(0, 10)}${QUICK ? "-quick" : ""}${ONLY ? "-partial" : ""}`;
     writeFileSync(path.join(dir, `peers-${stamp}.json`), `${JSON.stringify(report, null, 2)}\n`);
     writeFileSync(path.join(dir, `peers-${stamp}.md`), tables.markdown);
     log(`wrote bench/results/peers-${stamp}.json and .md (${env.durationS} s)`);
