@@ -918,6 +918,8 @@ async function main(): Promise<void> {
   pinSelf();
   const startedAt = new Date();
   const work0 = mkdtempSync(path.join(tmpdir(), "tlsroute-bench-peers-"));
+  // Ctrl-C ends the process without running `finally`: the temp directory goes on exit too.
+  process.on("exit", () => rmSync(work0, { recursive: true, force: true }));
   const certDir = path.join(work0, "cert");
   mkdirSync(certDir);
   // Valid long enough that no configuration check warns about expiry; the wildcard covers the names
