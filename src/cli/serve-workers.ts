@@ -26,7 +26,7 @@ import type { Readable, Writable } from "node:stream";
 import { AcmeManager } from "../acme/manager.ts";
 import type { StoredCertificate } from "../acme/storage.ts";
 import { toCatalogCertificate } from "../acme/stored.ts";
-import { createLogger, type LogFormat, type Logger, type LogLevel } from "../proxy/log.ts";
+import { createLogger, type LogFormat, type Logger, type LogLevel, writeLineNow } from "../proxy/log.ts";
 import { ListenError, type ListenerEvent, ProxyServer } from "../proxy/server.ts";
 import {
   type BroadcastEnvelope,
@@ -145,7 +145,8 @@ export async function runPrimary(
   workers: WorkerCount,
   workspace: Workspace,
 ): Promise<number> {
-  const log = createLogger({ level: ctx.level, format: ctx.format });
+  // Unbatched: its lines and the workers' lines it copies must keep their order.
+  const log = createLogger({ level: ctx.level, format: ctx.format, write: writeLineNow });
   if (typeof cluster.fork !== "function" || cluster.isPrimary === false) {
     throw new UsageError(
       `--workers ${workers.given}: this runtime has no node:cluster to start worker processes with`,
@@ -623,6 +624,8 @@ function delay(ms: number): Promise<void> {
  */
 function copyLines(from: Readable | null | undefined, to: Writable): void {
   if (!from) return;
+  // A reader that went away must not take the primary down (writeLineNow guards stdout the same way).
+  if (to.listenerCount("error") === 0) to.on("error", () => {});
   let partial: Buffer | null = null;
   from.on("data", (chunk: Buffer) => {
     const last = chunk.lastIndexOf(0x0a);

@@ -197,6 +197,12 @@ export function dialServer(
     let secure: tls.TLSSocket | null = null;
     const raw = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
     raw.on("error", noop);
+    /** The dial's own listeners, removed once it succeeds: they hold this whole closure. */
+    const owned: [net.Socket, string, (error: Error) => void][] = [];
+    const listen = (socket: net.Socket, event: string, listener: (error: Error) => void): void => {
+      socket.once(event, listener);
+      owned.push([socket, event, listener]);
+    };
 
     const fail = (failure: DialFailure): void => {
       if (settled) return;
@@ -212,6 +218,8 @@ export function dialServer(
       settled = true;
       if (timer) clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
+      // An idle connection would otherwise keep this dial's state alive as long as it lasts.
+      for (const [emitter, event, listener] of owned) emitter.removeListener(event, listener);
       resolve({ ok: true, socket });
     };
     const onAbort = (): void => fail({ ok: false, code: "other", message: "dial aborted" });
@@ -232,10 +240,10 @@ export function dialServer(
         : null;
     timer?.unref?.();
 
-    raw.once("error", (error) => {
+    listen(raw, "error", (error: Error) => {
       fail(phase === "connect" ? tcpFailure(error) : tlsFailure(error));
     });
-    raw.once("close", () => {
+    listen(raw, "close", () => {
       fail({
         ok: false,
         code: phase === "connect" ? "other" : "tls",
@@ -267,8 +275,8 @@ export function dialServer(
         }
         const socket = secure;
         socket.on("error", noop);
-        socket.once("error", (error) => fail(tlsFailure(error)));
-        socket.once("close", () =>
+        listen(socket, "error", (error: Error) => fail(tlsFailure(error)));
+        listen(socket, "close", () =>
           fail({
             ok: false,
             code: "tls",

@@ -3,6 +3,7 @@
  * short aligned line for people. Access lines (one per finished connection) always carry the same
  * fields, failures included, so a log search can answer "why did my connection not route?".
  */
+import { writeSync } from "node:fs";
 import { colors } from "consola/utils";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -122,17 +123,62 @@ export function createLogger(options: {
 }
 
 let stdoutGone = false;
+/** Lines logged during this turn of the event loop, written together at its end. */
+let pending: string[] = [];
+let flushScheduled = false;
 
 /**
- * One write per line to stdout. A reader that goes away (a closed pipe: EPIPE) must not take the
- * proxy down with an unhandled 'error'; the lines are dropped from then on.
+ * Lines go to stdout in batches: every line logged during one turn of the event loop is written by
+ * one write call at its end (a busy proxy logs a line per connection, and a write call per line cost
+ * about 5% of the CPU of a TLS handshake; bench/README.md, "What was tried"). Batches hold whole
+ * lines only. A reader that goes away (a closed pipe: EPIPE) must not take the proxy down with an
+ * unhandled 'error'; lines are dropped from then on. Lines still pending when the process exits are
+ * written synchronously, as far as the output takes them.
  */
 function writeStdout(line: string): void {
   if (stdoutGone) return;
-  if (process.stdout.listenerCount("error") === 0) {
-    process.stdout.on("error", () => {
-      stdoutGone = true;
-    });
+  pending.push(line);
+  if (flushScheduled) return;
+  flushScheduled = true;
+  guardStdout();
+  setImmediate(flushStdout);
+}
+
+let guarded = false;
+
+function guardStdout(): void {
+  if (guarded) return;
+  guarded = true;
+  process.stdout.on("error", () => {
+    stdoutGone = true;
+  });
+  process.once("exit", flushAtExit);
+}
+
+/**
+ * Writes one line to stdout at once, for a process that also copies other processes' lines there
+ * (the primary under --workers) and must keep the order in which things happened.
+ */
+export function writeLineNow(line: string): void {
+  guardStdout();
+  if (!stdoutGone) process.stdout.write(`${line}\n`);
+}
+
+function flushStdout(): void {
+  flushScheduled = false;
+  if (pending.length === 0 || stdoutGone) return;
+  const text = `${pending.join("\n")}\n`;
+  pending = [];
+  process.stdout.write(text);
+}
+
+function flushAtExit(): void {
+  if (pending.length === 0 || stdoutGone) return;
+  const text = `${pending.join("\n")}\n`;
+  pending = [];
+  try {
+    writeSync(1, text);
+  } catch {
+    // A full or closed pipe: these lines are lost, as the process ends anyway.
   }
-  process.stdout.write(`${line}\n`);
 }

@@ -49,12 +49,19 @@ interface UserBufferHooks {
   kBufferGen: symbol | undefined;
 }
 
-function userBufferHooks(stream: Duplex): UserBufferHooks | null {
+/** The cheap part of the check, done for every connection: a plain TCP socket on Node with a handle. */
+function mayReuseBuffer(stream: Duplex): boolean {
   // Node only: Bun has none of it; Deno's emulation has the names, but is not what was measured.
-  if (currentRuntime() !== "node") return null;
-  if (!(stream instanceof Socket) || stream instanceof TLSSocket) return null;
+  if (currentRuntime() !== "node") return false;
+  if (!(stream instanceof Socket) || stream instanceof TLSSocket) return false;
   const handle = (stream as Socket & { _handle?: { useUserBuffer?: unknown } })._handle;
-  if (!handle || typeof handle.useUserBuffer !== "function") return null;
+  return typeof handle?.useUserBuffer === "function";
+}
+
+/** Everything the switch needs, looked up when a direction turns out to be bulk. */
+function userBufferHooks(stream: Duplex): UserBufferHooks | null {
+  if (!mayReuseBuffer(stream)) return null;
+  const handle = (stream as Socket & { _handle: UserBufferHooks["handle"] })._handle;
   let kBuffer: symbol | undefined;
   let kBufferCb: symbol | undefined;
   let kBufferGen: symbol | undefined;
@@ -67,7 +74,7 @@ function userBufferHooks(stream: Duplex): UserBufferHooks | null {
   // The generator slot must hold null when unused (Node calls anything else).
   const gen = kBufferGen ? (stream as unknown as Record<symbol, unknown>)[kBufferGen] : undefined;
   return {
-    handle: handle as UserBufferHooks["handle"],
+    handle,
     kBuffer,
     kBufferCb,
     kBufferGen: gen === null ? kBufferGen : undefined,
@@ -77,8 +84,11 @@ function userBufferHooks(stream: Duplex): UserBufferHooks | null {
 /**
  * Copies what `src` reads to `dst` (never ending `dst`: the relay propagates ends itself), calling
  * `onBytes` with the size of every chunk. Backpressure pauses `src` while `dst` is full.
- * `pipeOnly` keeps the direction on pipe() for good, for callers that need its 'data' and 'pause'
- * events or `unpipe()` later.
+ *
+ * A 'data' listener and a 'drain' wait do what pipe() does here with two listeners and one closure
+ * instead of pipe()'s dozen (per idle connection, that is memory: bench/README.md). The relay
+ * handles errors, ends and closes itself, which is the rest of what pipe() would do. `pipeOnly`
+ * uses pipe() for good, for callers that need its 'pause' events or `unpipe()` later.
  */
 export function forward(
   src: Duplex,
@@ -86,26 +96,43 @@ export function forward(
   onBytes: (bytes: number) => void,
   options: { pipeOnly?: boolean } = {},
 ): void {
-  src.pipe(dst, { end: false });
-  if (options.pipeOnly || userBufferHooks(src) === null) {
+  if (options.pipeOnly) {
+    src.pipe(dst, { end: false });
     src.on("data", (chunk: Buffer | string) => onBytes(chunk.length));
     return;
   }
+  const bulk = mayReuseBuffer(src);
   let carried = 0;
+  let waitingForDrain = false;
+  const onDrain = (): void => {
+    waitingForDrain = false;
+    src.resume();
+  };
   const onData = (chunk: Buffer): void => {
     onBytes(chunk.length);
+    if (!dst.write(chunk) && !waitingForDrain) {
+      waitingForDrain = true;
+      src.pause();
+      dst.once("drain", onDrain);
+    }
+    if (!bulk) return;
     carried += chunk.length;
     if (carried < BULK_THRESHOLD) return;
-    // Runs inside the 'data' event of this chunk, which pipe() has already written. Chunks still
-    // buffered in the stream would be skipped by the switch: wait for a chunk that leaves none.
+    // Chunks still buffered in the stream would be skipped by the switch: wait for a chunk that
+    // leaves none (the stream buffers while paused for the drain).
     if (src.readableLength > 0 || src.destroyed || readEnded(src)) return;
     const hooks = userBufferHooks(src);
     if (hooks === null) return;
     src.removeListener("data", onData);
-    src.unpipe(dst);
-    readIntoReusedBuffer(src as Socket, dst, hooks, onBytes);
+    // A drain still awaited resumes the socket when it comes, which is what the switch wants too.
+    readIntoReusedBuffer(src as Socket, dst, hooks, onBytes, !waitingForDrain);
   };
   src.on("data", onData);
+  // A socket paused before (pauseOnConnect, the peek) stays paused until resumed.
+  if (dst.writableNeedDrain) {
+    waitingForDrain = true;
+    dst.once("drain", onDrain);
+  } else src.resume();
 }
 
 function readIntoReusedBuffer(
@@ -113,6 +140,7 @@ function readIntoReusedBuffer(
   dst: Duplex,
   hooks: UserBufferHooks,
   onBytes: (bytes: number) => void,
+  resume: boolean,
 ): void {
   const buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
   const fields = src as unknown as Record<symbol, unknown>;
@@ -146,9 +174,9 @@ function readIntoReusedBuffer(
   fields[hooks.kBuffer] = buffer;
   fields[hooks.kBufferCb] = onRead;
   hooks.handle.useUserBuffer(buffer);
-  // unpipe() paused the socket; with the reused buffer set, resume() restarts reading on the handle.
-  // Writes pipe() left queued use buffers of their own; the first read's write queues behind them.
-  src.resume();
+  // Writes queued before the switch use buffers of their own; the first read's write queues behind
+  // them. From now on every read lands in onRead, and pause()/resume() stop and start the handle.
+  if (resume) src.resume();
 }
 
 /** Whether the stream has read its end (even if 'end' is not emitted yet). */

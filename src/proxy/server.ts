@@ -35,12 +35,19 @@ export class ProxyServer {
   /** Certificates the resolvers hold now; null until the ACME manager first reports. */
   private resolverCertificates: readonly ResolverCertificate[] | null = null;
 
+  /** The 'close' listener of every accepted socket (`this` is the socket): one function, not one per connection. */
+  private readonly forgetSocket: (this: Socket) => void;
+
   constructor(
     workspace: Workspace,
     private readonly generated: GeneratedCertificate,
     private readonly log: Logger,
     private readonly options: ProxyServerOptions = {},
   ) {
+    const active = this.active;
+    this.forgetSocket = function (this: Socket) {
+      active.delete(this);
+    };
     this.snapshot = buildSnapshot(workspace, generated);
     this.health = this.startHealthChecks(this.snapshot);
   }
@@ -115,7 +122,7 @@ export class ProxyServer {
       return;
     }
     this.active.add(socket);
-    socket.once("close", () => this.active.delete(socket));
+    socket.on("close", this.forgetSocket);
     handleConnection(socket, { snapshot, entryPoint, log: this.log, challenges: this.challenges }).catch(
       (err: unknown) => {
         socket.destroy();
