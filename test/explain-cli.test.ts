@@ -275,6 +275,46 @@ describe("explain --format json", () => {
     );
   });
 
+  it("takes every -c and --alpn given more than once, not just the last", () => {
+    const dir = mkdtempSync(path.join(tempRoot, "repeat-"));
+    writeFileSync(path.join(dir, "entrypoints.yml"), 'entryPoints:\n  web:\n    address: "127.0.0.1:9443"\n');
+    writeFileSync(
+      path.join(dir, "routers.yml"),
+      [
+        "tcp:",
+        "  routers:",
+        "    h2-only:",
+        '      rule: "ALPN(`h2`) && ALPN(`http/1.1`)"',
+        "      service: w",
+        "      tls: {}",
+        "  services:",
+        "    w:",
+        "      loadBalancer:",
+        "        servers:",
+        "          - address: whoami@internal",
+        "",
+      ].join("\n"),
+    );
+    const result = runCliJson<ExplainJson>(
+      [
+        "explain",
+        "-c",
+        "entrypoints.yml",
+        "--config",
+        "routers.yml",
+        "--alpn",
+        "h2",
+        "--alpn=http/1.1",
+        "--format",
+        "json",
+      ],
+      { cwd: dir },
+    );
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.json.router, "h2-only");
+    assert.deepEqual(result.json.facts.alpn, ["h2", "http/1.1"]);
+  });
+
   it("canonicalises the SNI like serve does (trimmed, lowercased)", () => {
     const { code, json } = explainJson(["--entrypoint", "web", "--sni", " DB.Example.COM "]);
     assert.equal(code, 0);

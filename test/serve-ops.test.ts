@@ -1371,3 +1371,44 @@ describe("serve operations", { concurrency: 6 }, () => {
     },
   );
 });
+
+describe("serve flags", () => {
+  it("takes every -c and --entrypoint given more than once, not just the last", CASE, async () => {
+    const dir = tempDir("repeat");
+    // Addresses of TEST-NET-1, which no machine here has: serve starts only if both overrides apply.
+    writeFileSync(
+      path.join(dir, "entrypoints.yml"),
+      'entryPoints:\n  a:\n    address: "192.0.2.1:443"\n  b:\n    address: "192.0.2.1:444"\n',
+    );
+    writeFileSync(
+      path.join(dir, "routers.yml"),
+      YAML.stringify({
+        tcp: {
+          routers: { all: { rule: "HostSNI(`*`)", service: "w" } },
+          services: { w: { loadBalancer: { servers: [{ address: "whoami@internal" }] } } },
+        },
+      }),
+    );
+    const run = await startServe(
+      [
+        "-c",
+        path.join(dir, "entrypoints.yml"),
+        "-c",
+        path.join(dir, "routers.yml"),
+        "--entrypoint",
+        `a=${HOST}:0`,
+        "--entrypoint",
+        `b=${HOST}:0`,
+      ],
+      { expectEntryPoints: 2 },
+    );
+    try {
+      for (const ep of ["a", "b"]) {
+        const answer = await request(run.ports.get(ep)!, { send: "" });
+        assert.equal((JSON.parse(answer.data.trim()) as { entryPoint: string }).entryPoint, ep);
+      }
+    } finally {
+      await run.stop();
+    }
+  });
+});

@@ -69,6 +69,48 @@ async function rejectUnknownFlags(cmd: CommandDef<ArgsDef>, argv: string[]): Pro
   }
 }
 
+/**
+ * citty keeps only the last value of a flag given twice, so `-c a.yml -c b.yml` would silently drop
+ * a.yml. The flags whose description says "repeatable" are merged here into one comma-separated value,
+ * which the commands split again (listFlag, csvFlag).
+ */
+async function mergeRepeatedFlags(cmd: CommandDef<ArgsDef>, argv: string[]): Promise<string[]> {
+  const defs = (typeof cmd.args === "function" ? await cmd.args() : await cmd.args) ?? {};
+  const spellings = new Map<string, string>();
+  for (const [name, def] of Object.entries(defs)) {
+    if (def.type !== "string" || !/repeatable/.test(def.description ?? "")) continue;
+    spellings.set(`--${name}`, name);
+    const aliases = Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [];
+    for (const alias of aliases) spellings.set(alias.length === 1 ? `-${alias}` : `--${alias}`, name);
+  }
+  if (spellings.size === 0) return argv;
+  const values = new Map<string, string[]>();
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    const eq = arg.indexOf("=");
+    const name = spellings.get(eq > 0 ? arg.slice(0, eq) : arg);
+    if (!name) {
+      rest.push(arg);
+      continue;
+    }
+    let value: string | undefined;
+    if (eq > 0) value = arg.slice(eq + 1);
+    else if (i + 1 < argv.length) value = argv[++i];
+    if (value === undefined) {
+      rest.push(arg);
+      continue;
+    }
+    values.set(name, [...(values.get(name) ?? []), value]);
+  }
+  const merged = [...values].map(([name, list]) => `--${name}=${list.join(",")}`);
+  return [...merged, ...rest];
+}
+
 export async function run(argv: string[]): Promise<number> {
   const debug = argv.includes("--debug");
   const command = argv[0] !== undefined && isCommandName(argv[0]) ? argv[0] : undefined;
@@ -94,8 +136,9 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     await rejectUnknownFlags(cmd, rest);
-    if (command && currentRuntime() === "deno") await denoPreflight(command, cmd, rest);
-    const { result } = await runCommand(cmd, { rawArgs: rest });
+    const args = await mergeRepeatedFlags(cmd, rest);
+    if (command && currentRuntime() === "deno") await denoPreflight(command, cmd, args);
+    const { result } = await runCommand(cmd, { rawArgs: args });
     return typeof result === "number" ? result : 0;
   } catch (err) {
     return reportFailure(err, debug, command);

@@ -28,7 +28,7 @@ export const explainCommand = defineCommand({
     syntax: { type: "string", description: "Rule syntax for --rule: v3 (default) or v2" },
     entrypoint: { type: "string", description: "Entry point the connection arrives on" },
     sni: { type: "string", description: "Server name the client sends" },
-    alpn: { type: "string", description: "ALPN protocols the client offers, comma-separated" },
+    alpn: { type: "string", description: "ALPN protocols the client offers, comma-separated (repeatable)" },
     "client-ip": { type: "string", description: "Client IP address (default 127.0.0.1)" },
     postgres: {
       type: "boolean",

@@ -35,7 +35,7 @@ export const inspectCommand = defineCommand({
       required: false,
     },
     sni: { type: "string", description: "Server name to send (default: the host name; none for an IP)" },
-    alpn: { type: "string", description: "ALPN protocols to offer, comma-separated" },
+    alpn: { type: "string", description: "ALPN protocols to offer, comma-separated (repeatable)" },
     starttls: {
       type: "string",
       description: "postgres (SSLRequest, then TLS) or postgres-direct (TLS first, ALPN postgresql)",
