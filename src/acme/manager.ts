@@ -15,7 +15,12 @@ import { type AccountState, OrderError, orderCertificate, trustCaCertificates } 
 import { keyTypeOf, newAccountKey } from "./keys.ts";
 import { type CertificateRequest, covers, planCertificates } from "./plan.ts";
 import { MAX_SLEEP_MS, renewalTime, retryDelayMs } from "./renewal.ts";
-import { type ResolverStorage, readResolverStorage, writeResolverStorage } from "./storage.ts";
+import {
+  type ResolverStorage,
+  readResolverStorage,
+  type StoredCertificate,
+  writeResolverStorage,
+} from "./storage.ts";
 import { type ResolverCertificate, storageLabel, storagePath, toCatalogCertificate } from "./stored.ts";
 
 export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
@@ -49,6 +54,10 @@ export class AcmeManager {
   private resolvers = new Map<string, ResolverState>();
   private requests = new Map<string, RequestState>();
   private stopped = false;
+  private readonly parsed = new WeakMap<
+    StoredCertificate,
+    { label: string; cert: ResolverCertificate | null }
+  >();
   private denoWarned = false;
 
   constructor(
@@ -146,11 +155,28 @@ export class AcmeManager {
     for (const state of this.resolvers.values()) {
       const label = storageLabel(state.path ?? "memory", state.resolver.name);
       for (const stored of state.storage.certificates) {
-        const loaded = toCatalogCertificate(stored, state.resolver.name, label);
-        if (loaded.ok) out.push(loaded.cert);
+        const entry = this.catalogEntry(stored, state.resolver.name, label);
+        if (entry) out.push(entry);
       }
     }
     return out;
+  }
+
+  /**
+   * Each stored certificate is parsed once: every check and every publication looks at all of them,
+   * which with a thousand certificates would otherwise mean a million parses per pass.
+   */
+  private catalogEntry(
+    stored: StoredCertificate,
+    resolver: string,
+    label: string,
+  ): ResolverCertificate | null {
+    const cached = this.parsed.get(stored);
+    if (cached && cached.label === label) return cached.cert;
+    const loaded = toCatalogCertificate(stored, resolver, label);
+    const cert = loaded.ok ? loaded.cert : null;
+    this.parsed.set(stored, { label, cert });
+    return cert;
   }
 
   private publishCertificates(): void {
