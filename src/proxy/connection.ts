@@ -473,8 +473,9 @@ async function serveRoute(
   const firstBytes = toBackendFirst.length;
   if (firstBytes > 0) backend.write(toBackendFirst);
   // Not awaited: the chain of suspended calls (handleConnection, execute, this one) would stay in
-  // memory as long as the connection, about 1.5 KB each (bench/README.md); the relay's listeners keep
-  // what the access line needs.
+  // memory as long as the connection, with what their frames hold (the peeked ClientHello among it):
+  // about 4 KB per open connection (bench/README.md). The relay's listeners keep what the access line
+  // needs.
   void relay(client, backend, relayOptions).then((result) => {
     record.bytesIn = result.bytesFromClient + firstBytes;
     record.bytesOut = result.bytesFromBackend;
