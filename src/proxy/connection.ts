@@ -476,11 +476,18 @@ async function serveRoute(
   // memory as long as the connection, with what their frames hold (the peeked ClientHello among it):
   // about 4 KB per open connection (bench/README.md). The relay's listeners keep what the access line
   // needs.
-  void relay(client, backend, relayOptions).then((result) => {
-    record.bytesIn = result.bytesFromClient + firstBytes;
-    record.bytesOut = result.bytesFromBackend;
-    finish("closed", result.error ? result.error.message : relayNote(result, relayOptions));
-  });
+  relay(client, backend, relayOptions)
+    .then((result) => {
+      record.bytesIn = result.bytesFromClient + firstBytes;
+      record.bytesOut = result.bytesFromBackend;
+      finish("closed", result.error ? result.error.message : relayNote(result, relayOptions));
+    })
+    .catch((err: unknown) => {
+      // Nobody awaits this chain any more: an error here must not become an unhandled rejection.
+      env.log.error("connection failed unexpectedly", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    });
 }
 
 /**
