@@ -98,6 +98,7 @@ export interface ServeContext {
 type ToWorker =
   | { tlsroute: "init"; generated: SerializedCertificate }
   | { tlsroute: "reload"; id: number }
+  | { tlsroute: "sync"; id: number }
   | { tlsroute: "stop" };
 
 type FromWorker =
@@ -106,6 +107,7 @@ type FromWorker =
   | { tlsroute: "start-failed"; message: string; hint?: string; exitCode: number }
   | { tlsroute: "reloaded"; id: number; ok: true; listeners: ListenerEvent[] }
   | { tlsroute: "reloaded"; id: number; ok: false; error: string }
+  | { tlsroute: "synced"; id: number }
   | { tlsroute: "accepting-stopped"; openConnections: number; graceMs: number }
   | { tlsroute: "stopped"; forcedConnections: number };
 
@@ -171,7 +173,7 @@ class Primary {
   private readonly announced = new Map<string, string>();
   private reloading = Promise.resolve();
   private reloadWhenStarted: string | null = null;
-  private nextReloadId = 1;
+  private nextRequestId = 1;
   private watched: readonly string[];
   private resolvers: AcmeManager | null = null;
   /** Current challenge id per name, to drop a retained challenge only when it is the one withdrawn. */
@@ -471,7 +473,7 @@ class Primary {
     // Checked here once (and its findings logged once); the workers then read the same files.
     const next = this.ctx.reloadCandidate(this.log);
     if (!next) return;
-    const id = this.nextReloadId++;
+    const id = this.nextRequestId++;
     const live = this.slots.filter((s) => s.worker && s.ready);
     const answers = live.map((slot) =>
       this.waitFor(slot, (m) => m.tlsroute === "reloaded" && m.id === id, 60_000),
@@ -559,6 +561,20 @@ class Primary {
     this.log.info("stopped", { forcedConnections: forced });
   }
 
+  /**
+   * Resolves once every worker that takes messages has handled everything sent to it before (each
+   * handles its messages in order), or after 5 s for a worker that does not answer.
+   */
+  private async sync(): Promise<void> {
+    const id = this.nextRequestId++;
+    const live = this.slots.filter((s) => s.worker && s.greeted);
+    const answers = live.map((slot) =>
+      this.waitFor(slot, (m) => m.tlsroute === "synced" && m.id === id, 5_000),
+    );
+    for (const slot of live) this.send(slot, { tlsroute: "sync", id });
+    await Promise.all(answers);
+  }
+
   /** Stops every worker after a failed start (workers ignore signals: they take commands). */
   private async stopWorkers(): Promise<void> {
     this.phase = "stopping";
@@ -581,6 +597,8 @@ class Primary {
         publish: (name, certificate) => {
           this.challengeIds.set(name.toLowerCase(), certificate.id);
           broadcast("acme.challenge.set", { name, certificate }, { retainAs: challengeKey(name) });
+          // The CA may connect to any worker as soon as it is told to validate: wait until all hold it.
+          return this.sync();
         },
         withdraw: (name, id) => {
           if (this.challengeIds.get(name.toLowerCase()) === id) {
@@ -681,6 +699,9 @@ export async function runWorker(ctx: ServeContext): Promise<number> {
           return;
         case "reload":
           reloading = reloading.then(() => reloadNow(message.id));
+          return;
+        case "sync":
+          reply({ tlsroute: "synced", id: message.id });
           return;
         case "stop":
           stopping ??= stop().then(resolve);

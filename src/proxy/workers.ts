@@ -27,6 +27,9 @@
  *   `retainAs` go to the workers alive at the time only.
  * - A handler registered after a message arrived does not get it: workers register theirs before
  *   they start listening, which is before any broadcast can concern them.
+ * - `broadcast()` does not wait. Where something must be in every worker before the primary goes
+ *   on (a challenge certificate before the CA is told to validate), the primary asks every worker
+ *   to confirm it has handled all messages so far (`sync` in src/cli/serve-workers.ts).
  */
 import type { ChallengeCertificate } from "../acme/challenges.ts";
 
