@@ -72,7 +72,8 @@ export class AcmeManager {
     if (this.stopped) return;
     const { model } = workspace;
     const plan = planCertificates(model, workspace.compiled);
-    trustCaCertificates(this.caPems(model.resolvers.values()));
+    // Not on Deno, which orders nothing (below) and would want --allow-sys for the system roots.
+    if (currentRuntime() !== "deno") trustCaCertificates(this.caPems(model.resolvers.values()));
 
     const resolvers = new Map<string, ResolverState>();
     for (const resolver of model.resolvers.values()) {

@@ -13,7 +13,7 @@ import { DEFAULT_CONFIG_NAMES } from "../config/load.ts";
 export type CommandName = "validate" | "explain" | "inspect" | "serve";
 
 export interface DenoPermission {
-  flag: "--allow-read" | "--allow-env" | "--allow-net" | "--allow-sys" | "--allow-write";
+  flag: "--allow-read" | "--allow-env" | "--allow-net" | "--allow-sys" | "--allow-write" | "--allow-run";
   /** When the command needs it and for what. */
   why: string;
 }
@@ -40,6 +40,7 @@ export const DENO_PERMISSIONS: Readonly<Record<CommandName, readonly DenoPermiss
     { flag: "--allow-read", why: "always: configuration, certificate and CA files" },
     ENV,
     { flag: "--allow-write", why: "with ACME resolvers: their storage files (acme.json)" },
+    { flag: "--allow-run", why: "with --workers: starting the worker processes" },
   ],
 };
 
