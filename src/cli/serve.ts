@@ -10,13 +10,9 @@ import { ListenError, ProxyServer } from "../proxy/server.ts";
 import { generateDefaultCertificate } from "../tls/generated.ts";
 import { openWorkspace, type Workspace } from "../workspace.ts";
 import { displayPos, EXIT_FINDINGS, EXIT_USAGE, lastString, listFlag, UsageError } from "./common.ts";
-import {
-  isServeWorker,
-  parseWorkerCount,
-  runPrimary,
-  runWorker,
-  type ServeContext,
-} from "./serve-workers.ts";
+import { runPrimary } from "./serve-primary.ts";
+import { runWorker } from "./serve-worker.ts";
+import { isServeWorker, parseWorkerCount, type ServeContext } from "./serve-workers.ts";
 
 export const serveCommand = defineCommand({
   meta: { name: "serve", description: "Run the router: listen on the entry points and route connections" },
@@ -61,7 +57,7 @@ export const serveCommand = defineCommand({
       reloadCandidate: (log) => reloadCandidate(open, log),
       watch: args.watch ? (files, reload, log) => watchFiles(paths, files, reload, log) : null,
     };
-    // Under --workers, the primary started this process as one of its workers (serve-workers.ts).
+    // Under --workers, the primary started this process as one of its workers (serve-worker.ts).
     if (isServeWorker()) return runWorker(context);
     const log = createLogger({ level: level as LogLevel, format: format as LogFormat });
 

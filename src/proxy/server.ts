@@ -262,7 +262,7 @@ export type ListenerEvent =
 export interface ProxyServerOptions {
   /**
    * Told instead of the log when an entry point starts listening or is removed. Workers report these
-   * to the primary, which logs each once for all of them (src/cli/serve-workers.ts).
+   * to the primary, which logs each once for all of them (src/cli/serve-primary.ts).
    */
   onListener?: (event: ListenerEvent) => void;
 }

@@ -29,7 +29,7 @@
  *   they start listening, which is before any broadcast can concern them.
  * - `broadcast()` does not wait. Where something must be in every worker before the primary goes
  *   on (a challenge certificate before the CA is told to validate), the primary asks every worker
- *   to confirm it has handled all messages so far (`sync` in src/cli/serve-workers.ts).
+ *   to confirm it has handled all messages so far (`sync` in src/cli/serve-primary.ts).
  */
 import type { ChallengeCertificate } from "../acme/challenges.ts";
 
