@@ -301,9 +301,11 @@ describe("serve --workers", () => {
     for (const c of open) assert.equal(await c.say("during"), "during");
     assert.equal(run.serve.child.exitCode, null, "waits for the open connections");
     for (const c of open) c.socket.end();
-    assert.equal(await exited, 0);
+    const code = await exited;
+    const tail = [...run.serve.lines.slice(-12).map((l) => JSON.stringify(l)), ...run.serve.other.slice(-8)];
+    assert.equal(code, 0, `exit code ${code}; last output:\n${tail.join("\n")}`);
     const stopped = run.serve.lines.find((l) => l.msg === "stopped");
-    assert.equal(stopped?.forcedConnections, 0);
+    assert.equal(stopped?.forcedConnections, 0, `last output:\n${tail.join("\n")}`);
     assert.equal(run.serve.accessLines().length, 2);
   });
 

@@ -455,7 +455,13 @@ class Primary {
     const exits = live.map((slot) => exited(slot.worker!));
     const closed = live.map((slot) => this.waitFor(slot, (m) => m.tlsroute === "accepting-stopped", 10_000));
     // The final answers are awaited after the grace period, which is only known from the first ones.
-    const finals = live.map((slot) => this.waitFor(slot, (m) => m.tlsroute === "stopped", 24 * 3_600_000));
+    const finals = live.map((slot) =>
+      this.waitFor(slot, (m) => m.tlsroute === "stopped", 24 * 3_600_000).then((reply) => {
+        // The worker waits for this before leaving, so its last reply is never overtaken by its exit.
+        if (reply && slot.worker?.isConnected()) slot.worker.disconnect();
+        return reply;
+      }),
+    );
     for (const slot of live) this.send(slot, { tlsroute: "stop" });
     // Every reply to the stop arrives after that worker closed its listeners.
     const accepting = await Promise.all(closed);

@@ -23,9 +23,12 @@ export async function runWorker(ctx: ServeContext): Promise<number> {
   const slot = Number(process.env[WORKER_SLOT_ENV]);
   setProcessRole({ kind: "worker", slot });
   const log = createLogger({ level: ctx.level, format: ctx.format, base: { worker: slot } });
-  const reply = (message: FromWorker) => {
-    if (process.connected) process.send?.(message);
-  };
+  /** Resolves once the message is handed to the channel: the last one must be, before disconnecting. */
+  const reply = (message: FromWorker): Promise<void> =>
+    new Promise((resolve) => {
+      if (!process.connected || !process.send) return resolve();
+      process.send(message, undefined, {}, () => resolve());
+    });
   // The primary decides about reloads and shutdown. A signal to the whole process group (Ctrl-C in a
   // terminal, a service manager) reaches the workers too: they wait for the primary's command.
   for (const signal of ["SIGHUP", "SIGINT", "SIGTERM"] as const) process.on(signal, () => {});
@@ -133,18 +136,25 @@ export async function runWorker(ctx: ServeContext): Promise<number> {
   const stop = async () => {
     if (!server) {
       reply({ tlsroute: "accepting-stopped", openConnections: 0, graceMs: 0 });
-      reply({ tlsroute: "stopped", forcedConnections: 0 });
+      await reply({ tlsroute: "stopped", forcedConnections: 0 });
       return;
     }
     server.stopAccepting();
     const graceMs = server.graceMs;
     reply({ tlsroute: "accepting-stopped", openConnections: server.openConnections, graceMs });
     const { forced } = await server.shutdown(graceMs);
-    reply({ tlsroute: "stopped", forcedConnections: forced });
+    await reply({ tlsroute: "stopped", forcedConnections: forced });
   };
 
   await finished;
-  // Let the last replies and log lines out, then leave the cluster (which ends the process).
+  // The primary disconnects this worker once it has read the last reply: a worker that leaves first
+  // can make the primary see its exit before that reply (seen on Deno), which then counts as lost.
+  if (process.connected) {
+    await new Promise<void>((resolve) => {
+      process.once("disconnect", () => resolve());
+      setTimeout(resolve, 2_000).unref();
+    });
+  }
   if (process.connected) process.disconnect();
   setTimeout(() => process.exit(0), 2_000).unref();
   return 0;
