@@ -235,7 +235,9 @@ export class AcmeManager {
     resolverState.queue = resolverState.queue.then(() => this.runOrder(state, resolverState, why));
   }
 
-  private async runOrder(state: RequestState, resolverState: ResolverState, why: string): Promise<void> {
+  private async runOrder(state: RequestState, queued: ResolverState, why: string): Promise<void> {
+    // A reload while this order waited in the queue may have changed the resolver (caServer, email).
+    const resolverState = this.current(queued);
     const { request } = state;
     const { resolver } = resolverState;
     const names = [request.main, ...request.sans];
@@ -295,7 +297,16 @@ export class AcmeManager {
     return account;
   }
 
-  private saveAccount(state: ResolverState, account: AccountState): void {
+  /**
+   * The resolver's state now: a reload during an order replaces it, and what the order brings must
+   * land in the new one (else it would be neither served nor seen by the next check).
+   */
+  private current(state: ResolverState): ResolverState {
+    return this.resolvers.get(state.resolver.name) ?? state;
+  }
+
+  private saveAccount(order: ResolverState, account: AccountState): void {
+    const state = this.current(order);
     state.storage = {
       ...state.storage,
       account: {
@@ -310,11 +321,12 @@ export class AcmeManager {
   }
 
   private saveCertificate(
-    state: ResolverState,
+    order: ResolverState,
     request: CertificateRequest,
     certPem: string,
     keyPem: string,
   ): void {
+    const state = this.current(order);
     const wanted = new Set([request.main, ...request.sans]);
     const sameDomain = (main: string, sans: string[]) => {
       const names = new Set([main, ...sans]);
