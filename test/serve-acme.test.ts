@@ -209,6 +209,28 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     await stop(second);
   });
 
+  test("a reload while an order runs: the certificate is served and not ordered twice", async () => {
+    const storage = join(dir, "acme-reload.json");
+    const routers = `    reload:
+      rule: "HostSNI(\`reload.tlsroute.test\`)"
+      service: whoami
+      tls: { certResolver: pebble }
+`;
+    const s = await serve(
+      config({ port, directory: pebble.directory, caFile: pebble.apiCa.certFile, storage, routers }),
+      "reload",
+    );
+    await s.waitFor((l) => l.msg === "requesting certificate", 20_000);
+    s.child.kill("SIGHUP");
+    await s.waitFor((l) => l.msg === "configuration reloaded", 20_000);
+    await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
+    // Give a second order (the bug this pins) time to start.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(s.lines.filter((l) => l.msg === "requesting certificate").length, 1);
+    assert.equal(served(port, "reload.tlsroute.test", rootFile).verify, "0 (ok)");
+    await stop(s);
+  });
+
   test("tls.domains asks for one certificate with the main name and every SAN", async () => {
     const storage = join(dir, "acme-domains.json");
     const routers = `    multi:
