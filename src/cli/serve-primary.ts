@@ -313,7 +313,9 @@ class Primary {
         worker: slot.number,
         error: message.message,
       });
-      slot.worker?.kill();
+      // Workers ignore SIGTERM (the primary decides), which is all Worker.kill() sends; this one
+      // serves nothing, so it is ended outright and its exit schedules the next try.
+      slot.worker?.process.kill("SIGKILL");
     }
   }
 
@@ -426,7 +428,9 @@ class Primary {
         worker: slot.number,
         error,
       });
-      slot.worker?.kill();
+      // A graceful stop (its open connections finish); its exit starts a replacement. Worker.kill()
+      // would send SIGTERM, which workers ignore.
+      if (slot.worker) this.send(slot, { tlsroute: "stop" });
     }
     this.log.info("configuration reloaded", { routers: next.model.routers.size, workers: live.length });
   }

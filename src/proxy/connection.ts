@@ -27,7 +27,7 @@ import { lostEndGuardFor, type RelayOptions, relay, relayNote } from "./relay.ts
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
-import { challengeTerminator } from "./terminate.ts";
+import { challengeTerminator, type HandshakeOutcome } from "./terminate.ts";
 import { WHOAMI_ADDRESS, whoamiLine } from "./whoami.ts";
 
 /** A ClientHello (or PostgreSQL start) bigger than this is refused: Go's limits allow ~64 KiB of hello. */
@@ -513,14 +513,25 @@ async function answerAcmeChallenge(
     return;
   }
   const remaining = Number.isFinite(deadline) ? deadline - Date.now() : 10_000;
-  const outcome = await challengeTerminator(challenge, ACME_TLS_ALPN).handshake(socket, peeked, remaining);
+  let outcome: HandshakeOutcome;
+  try {
+    outcome = await challengeTerminator(challenge, ACME_TLS_ALPN).handshake(socket, peeked, remaining);
+  } catch (err) {
+    // A challenge certificate Node refuses to load: this validation fails, the access line says why.
+    socket.destroy();
+    finish("tls_handshake_failed", `ACME challenge: ${err instanceof Error ? err.message : String(err)}`);
+    return;
+  }
   if (!outcome.ok) {
     socket.destroy();
     finish("tls_handshake_failed", `ACME challenge handshake: ${outcome.message.trim()}`);
     return;
   }
-  outcome.socket.on("error", () => outcome.socket.destroy());
-  outcome.socket.end();
+  const tls = outcome.socket;
+  tls.on("error", () => tls.destroy());
+  tls.end();
+  // The handshake was the whole answer: a validator that never closes its side is not waited for.
+  setTimeout(() => tls.destroy(), 10_000).unref();
   finish("acme_challenge", "TLS-ALPN-01 challenge certificate served");
 }
 

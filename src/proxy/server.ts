@@ -156,10 +156,9 @@ export class ProxyServer {
   /** Applies a new, already validated configuration to new connections. */
   async reload(loaded: Workspace): Promise<void> {
     if (this.closing) throw new Error("shutting down");
-    const workspace = this.resolverCertificates
-      ? withResolverCertificates(loaded, this.resolverCertificates)
-      : loaded;
-    const next = buildSnapshot(workspace, this.generated);
+    const certificates = this.resolverCertificates;
+    const workspace = certificates ? withResolverCertificates(loaded, certificates) : loaded;
+    let next = buildSnapshot(workspace, this.generated);
     const entryPoints = workspace.model.entryPoints;
     // Bind new or moved entry points first, so a failure leaves the running configuration untouched.
     const toBind = [...entryPoints.values()].filter((ep) => {
@@ -204,6 +203,10 @@ export class ProxyServer {
         this.listeners.delete(name);
         this.announce({ kind: "removed", entryPoint: name });
       }
+    }
+    // A certificate obtained while the entry points were being bound must not be dropped.
+    if (this.resolverCertificates !== certificates && this.resolverCertificates) {
+      next = buildSnapshot(withResolverCertificates(loaded, this.resolverCertificates), this.generated);
     }
     this.health.stop();
     this.snapshot = next;
