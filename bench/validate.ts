@@ -15,21 +15,14 @@
  * Writes bench/results/validate.json and prints a table.
  */
 import { execFile, execFileSync, spawnSync } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { stringify as toToml } from "smol-toml";
 import { stringify as toYaml } from "yaml";
+import { findProfile, type ProfileSummary, summariseCpuProfile } from "./serve-common.ts";
 
 const ROUTERS = 10_000;
 const CERTS = 1_000;
@@ -239,88 +232,11 @@ function countBy(list: { code: string }[]): Record<string, number> {
 
 // --------------------------------------------------------------------------------- CPU profile
 
-interface ProfileNode {
-  id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  children?: number[];
-}
-
-interface CpuProfile {
-  nodes: ProfileNode[];
-  samples: number[];
-  timeDeltas: number[];
-  startTime: number;
-  endTime: number;
-}
-
-interface ProfileRow {
-  fn: string;
-  ms: number;
-  percent: number;
-}
-
-/** A script URL relative to the package (node: internals and others as they are). */
-function shortUrl(url: string): string {
-  return url.startsWith("file://") ? path.relative(root, fileURLToPath(url)) : url;
-}
-
-/** Self and inclusive time per function (recursion counted once per sample), and self time per file. */
-function summariseProfile(profile: CpuProfile) {
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  const parent = new Map<number, number>();
-  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const label = (n: ProfileNode): string => {
-    const f = n.callFrame;
-    const where = f.url ? `${shortUrl(f.url)}:${f.lineNumber + 1}` : "";
-    return `${f.functionName || "(anonymous)"} ${where}`.trim();
-  };
-  const self = new Map<string, number>();
-  const inclusive = new Map<string, number>();
-  const perFile = new Map<string, number>();
-  let total = 0;
-  profile.samples.forEach((id, i) => {
-    const dt = (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0) / 1000;
-    total += dt;
-    const node = byId.get(id);
-    if (!node) return;
-    const key = label(node);
-    self.set(key, (self.get(key) ?? 0) + dt);
-    const file = node.callFrame.url ? shortUrl(node.callFrame.url) : node.callFrame.functionName;
-    perFile.set(file, (perFile.get(file) ?? 0) + dt);
-    const seen = new Set<string>();
-    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
-      const n = byId.get(cur);
-      if (!n) break;
-      const k = label(n);
-      if (seen.has(k)) continue;
-      seen.add(k);
-      inclusive.set(k, (inclusive.get(k) ?? 0) + dt);
-    }
-  });
-  const top = (m: Map<string, number>, count: number): ProfileRow[] =>
-    [...m.entries()]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, count)
-      .map(([fn, ms]) => ({
-        fn,
-        ms: Math.round(ms * 10) / 10,
-        percent: Math.round((ms / total) * 1000) / 10,
-      }));
-  return {
-    sampledMs: Math.round(total),
-    self: top(self, 25),
-    inclusive: top(inclusive, 40),
-    perFile: top(perFile, 12),
-  };
-}
-
 function profileOnce(dir: string, work: string) {
   const profDir = path.join(work, "profile");
   mkdirSync(profDir, { recursive: true });
   timeValidate(dir, ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=200"]);
-  const file = readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"));
-  if (!file) throw new Error("no CPU profile written");
-  return summariseProfile(JSON.parse(readFileSync(path.join(profDir, file), "utf8")) as CpuProfile);
+  return summariseCpuProfile(findProfile(profDir, ".cpuprofile"));
 }
 
 // --------------------------------------------------------------------------------------- main
@@ -363,7 +279,7 @@ async function main(): Promise<void> {
   };
   const work = mkdtempSync(path.join(tmpdir(), "tlsroute-bench-validate-"));
   const results: FormatResult[] = [];
-  let profile: ReturnType<typeof summariseProfile> | null = null;
+  let profile: ProfileSummary | null = null;
   try {
     for (const [format, { file, text }] of Object.entries(texts)) {
       const dir = path.join(work, format);
