@@ -13,9 +13,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
 import tls from "node:tls";
@@ -23,6 +22,7 @@ import YAML from "yaml";
 import { decodeProxyHeader } from "../src/wire/proxy-protocol.ts";
 import { BIN } from "./helpers/cli.ts";
 import { type IssuedCert, makePki, type TestCa } from "./helpers/pki.ts";
+import { scratchDirs, sleep, waitUntil } from "./helpers/scratch.ts";
 import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const HOST = "127.0.0.1";
@@ -32,26 +32,8 @@ const WAIT_MS = 15_000;
 /** Each case ends well within this; a hang fails the case instead of the whole run. */
 const CASE = { timeout: 60_000 };
 
-const ROOT_DIR = mkdtempSync(path.join(tmpdir(), "tlsroute-serve-ops-"));
-after(() => rmSync(ROOT_DIR, { recursive: true, force: true }));
-
-let dirCounter = 0;
-function tempDir(label: string): string {
-  dirCounter += 1;
-  const dir = path.join(ROOT_DIR, `${String(dirCounter).padStart(2, "0")}-${label}`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function waitUntil(what: string, check: () => boolean, timeoutMs = WAIT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await sleep(20);
-  }
-}
+const scratch = scratchDirs("tlsroute-serve-ops");
+const tempDir = scratch.dir;
 
 // ---------------------------------------------------------------------------------------------------
 // Backends
@@ -456,7 +438,7 @@ let backendCert: IssuedCert;
 let canUseOtherHost = false;
 
 before(async () => {
-  const pki = makePki(path.join(ROOT_DIR, "pki"));
+  const pki = makePki(path.join(scratch.root, "pki"));
   backendCa = pki.ca("backend-ca");
   backendCert = pki.leaf({ ca: backendCa, cn: "backend.internal", dns: ["backend.internal"] });
   canUseOtherHost = await new Promise<boolean>((resolve) => {

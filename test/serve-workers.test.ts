@@ -10,14 +10,14 @@
  * the workers needs).
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, describe, it, type TestContext } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import tls from "node:tls";
 import { freePort, pebbleInstalled, startPebble } from "./helpers/pebble.ts";
 import { DENO_FLAGS, runOn, runtimeUnderTest } from "./helpers/runtime.ts";
+import { scratchDirs, waitUntil } from "./helpers/scratch.ts";
 import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const HOST = "127.0.0.1";
@@ -25,18 +25,8 @@ const CASE = { timeout: 90_000 };
 const RUNTIME = runtimeUnderTest();
 const DENO_SERVE_FLAGS = [...DENO_FLAGS.serve, "--allow-run"];
 
-const ROOT_DIR = mkdtempSync(path.join(tmpdir(), "tlsroute-serve-workers-"));
-after(() => rmSync(ROOT_DIR, { recursive: true, force: true }));
-
-let dirCounter = 0;
-function tempDir(label: string): string {
-  dirCounter += 1;
-  const dir = path.join(ROOT_DIR, `${String(dirCounter).padStart(2, "0")}-${label}`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const scratch = scratchDirs("tlsroute-serve-workers");
+const tempDir = scratch.dir;
 
 /** Entry points `names` on port 0, every router of them answered by whoami@internal. */
 function whoamiConfig(routerName: string, names: string[] = ["app"]) {
@@ -143,14 +133,6 @@ async function serve(
     waitAfter: (mark, match, timeoutMs = 20_000) =>
       proc.waitFor((line) => proc.lines.indexOf(line) >= mark && match(line), timeoutMs),
   };
-}
-
-async function waitUntil(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await sleep(20);
-  }
 }
 
 function expectRefused(port: number): Promise<void> {
