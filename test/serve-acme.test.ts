@@ -157,6 +157,18 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     return s;
   }
 
+  /** The configuration of a test: this Pebble, the entry point it validates through, `storage`. */
+  function pebbleConfig(storage: string, routers: string, extraAcme?: string): string {
+    return config({
+      port,
+      directory: pebble.directory,
+      caFile: pebble.apiCa.certFile,
+      storage,
+      routers,
+      ...(extraAcme ? { extraAcme } : {}),
+    });
+  }
+
   async function stop(s: ServeProcess): Promise<void> {
     await s.stop("SIGTERM");
     running.splice(running.indexOf(s), 1);
@@ -164,13 +176,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
 
   test("a router with certResolver gets a certificate for its HostSNI name; restart reuses it and the account", async () => {
     const storage = join(dir, "acme-app.json");
-    const text = config({
-      port,
-      directory: pebble.directory,
-      caFile: pebble.apiCa.certFile,
-      storage,
-      routers: ROUTER_APP,
-    });
+    const text = pebbleConfig(storage, ROUTER_APP);
     const first = await serve(text, "app");
     await first.waitFor((l) => l.msg === "certificate obtained", 60_000);
 
@@ -216,10 +222,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
       service: whoami
       tls: { certResolver: pebble }
 `;
-    const s = await serve(
-      config({ port, directory: pebble.directory, caFile: pebble.apiCa.certFile, storage, routers }),
-      "reload",
-    );
+    const s = await serve(pebbleConfig(storage, routers), "reload");
     await s.waitFor((l) => l.msg === "requesting certificate", 20_000);
     s.child.kill("SIGHUP");
     await s.waitFor((l) => l.msg === "configuration reloaded", 20_000);
@@ -242,10 +245,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
           - main: multi.tlsroute.test
             sans: [a.tlsroute.test, b.tlsroute.test]
 `;
-    const s = await serve(
-      config({ port, directory: pebble.directory, caFile: pebble.apiCa.certFile, storage, routers }),
-      "domains",
-    );
+    const s = await serve(pebbleConfig(storage, routers), "domains");
     await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
     const cert = served(port, "b.tlsroute.test", rootFile);
     assert.equal(cert.verify, "0 (ok)");
@@ -300,17 +300,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
       service: whoami
       tls: { certResolver: pebble }
 `;
-    const s = await serve(
-      config({
-        port,
-        directory: pebble.directory,
-        caFile: pebble.apiCa.certFile,
-        storage,
-        routers,
-        extraAcme: "      keyType: RSA2048",
-      }),
-      "renew",
-    );
+    const s = await serve(pebbleConfig(storage, routers, "      keyType: RSA2048"), "renew");
     const request = await s.waitFor((l) => l.msg === "requesting certificate", 20_000);
     assert.match(String(request.reason), /renewal due/);
     await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
@@ -353,16 +343,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
     assert.equal(s.child.exitCode, null);
 
     // Fixing caServer and reloading retries at once instead of waiting out the back-off.
-    writeFileSync(
-      join(dir, "down.yml"),
-      config({
-        port,
-        directory: pebble.directory,
-        caFile: pebble.apiCa.certFile,
-        storage,
-        routers: ROUTER_APP,
-      }),
-    );
+    writeFileSync(join(dir, "down.yml"), pebbleConfig(storage, ROUTER_APP));
     s.child.kill("SIGHUP");
     await s.waitFor((l) => l.msg === "certificate obtained", 30_000);
     assert.equal(served(port, "app.tlsroute.test", rootFile).verify, "0 (ok)");
@@ -371,13 +352,7 @@ describe("ACME certificate resolvers with Pebble", { skip, concurrency: false },
 
   test("acme-tls/1 with no order in progress is refused; allowACMEByPass routes it to the passthrough backend instead", async () => {
     const storage = join(dir, "acme-alpn.json");
-    const text = config({
-      port,
-      directory: pebble.directory,
-      caFile: pebble.apiCa.certFile,
-      storage,
-      routers: ROUTER_APP,
-    });
+    const text = pebbleConfig(storage, ROUTER_APP);
     const s = await serve(text, "alpn");
     await s.waitFor((l) => l.msg === "certificate obtained", 60_000);
     const refused = spawnSync(
