@@ -5,11 +5,12 @@
  */
 import { accessSync, constants, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { isDenoPermissionError } from "../cli/deno-permissions.ts";
+import { mayWrite } from "../cli/deno-permissions.ts";
 import type { AcmeResolver, Model } from "../config/model.ts";
 import type { Diagnostics } from "../config/reader.ts";
 import type { LoadedCertificate } from "../tls/catalog.ts";
 import { checkLeafKey, parseCertificateChain } from "../tls/certificate.ts";
+import { currentRuntime } from "../tls/runtime-support.ts";
 import { readResolverStorage, type StoredCertificate } from "./storage.ts";
 
 /** A catalog certificate that came from a resolver's storage. */
@@ -115,17 +116,13 @@ function checkWritable(path: string, resolver: AcmeResolver, diags: Diagnostics)
     );
     return;
   }
-  try {
-    // A new file is written next to the old one and renamed over it, so the directory must be writable too.
-    for (const p of exists ? [target, dirname(path)] : [target]) {
-      if (denoMayWrite(p) === false) throw Object.assign(new Error("not allowed"), { name: "NotCapable" });
-      // Deno's access() asks for --allow-sys (it reads the uid): its own permission answer above stands in.
-      if (denoMayWrite(p) === null) accessSync(p, constants.W_OK);
-    }
-  } catch (err) {
-    if (isDenoPermissionError(err)) {
-      // This process's flags say nothing certain about serve's (validate needs no --allow-write), so
-      // a warning: serve without the flag still serves what it obtains, from memory.
+  // A new file is written next to the old one and renamed over it, so the directory must be writable too.
+  const targets = exists ? [target, dirname(path)] : [target];
+  if (currentRuntime() === "deno") {
+    // Deno's access() asks for --allow-sys (it reads the uid); its own permission answer stands in.
+    // This process's flags say nothing certain about serve's (validate needs no --allow-write), so
+    // a warning: serve without the flag still serves what it obtains, from memory.
+    if (!targets.every(mayWrite)) {
       diags.warning(
         "deno-storage-not-allowed",
         `resolver "${resolver.name}": this Deno process may not write storage file ${path}; serve needs that permission to keep obtained certificates`,
@@ -133,8 +130,12 @@ function checkWritable(path: string, resolver: AcmeResolver, diags: Diagnostics)
         where,
         `Run serve with --allow-write=${dirname(path)} (the file is written next to itself and renamed over the old one).`,
       );
-      return;
     }
+    return;
+  }
+  try {
+    for (const p of targets) accessSync(p, constants.W_OK);
+  } catch {
     diags.error(
       "acme-storage-not-writable",
       `resolver "${resolver.name}": storage file ${path} cannot be written (${exists ? "its directory or the file" : "its directory"} is not writable)`,
@@ -143,15 +144,4 @@ function checkWritable(path: string, resolver: AcmeResolver, diags: Diagnostics)
       "Give the user running tlsroute write access, or point acme.storage to a writable directory.",
     );
   }
-}
-
-interface DenoPermissions {
-  permissions: { querySync(descriptor: { name: "write"; path: string }): { state: string } };
-}
-
-/** On Deno, whether --allow-write covers `path`; null on other runtimes. */
-function denoMayWrite(path: string): boolean | null {
-  const deno = (globalThis as { Deno?: DenoPermissions }).Deno;
-  if (!deno) return null;
-  return deno.permissions.querySync({ name: "write", path }).state === "granted";
 }

@@ -67,6 +67,7 @@ export function flagInDenoMessage(message: string): string | undefined {
 
 type PermissionDescriptor =
   | { name: "read"; path: string }
+  | { name: "write"; path: string }
   | { name: "net"; host: string }
   | { name: "sys"; kind: string };
 
@@ -81,6 +82,11 @@ function denoApi(): DenoPermissionsApi | undefined {
 /** Whether Deno lets us read `path` (always true elsewhere). */
 export function mayRead(path: string): boolean {
   return granted({ name: "read", path: resolve(path) });
+}
+
+/** Whether Deno lets us write `path` (always true elsewhere). */
+export function mayWrite(path: string): boolean {
+  return granted({ name: "write", path: resolve(path) });
 }
 
 /**
