@@ -4,10 +4,9 @@
  * set to whoever serves them. Nothing here blocks serving: until a certificate arrives, the store's
  * default (or generated) certificate is served, and a failed renewal keeps the old certificate.
  */
-import { readFileSync } from "node:fs";
-import { isAbsolute, resolve } from "node:path";
 import type { AcmeResolver } from "../config/model.ts";
 import type { Logger } from "../proxy/log.ts";
+import { describePemSource, readPem, resolvePemSource } from "../tls/pem.ts";
 import { currentRuntime } from "../tls/runtime-support.ts";
 import type { Workspace } from "../workspace.ts";
 import type { ChallengeCertificate } from "./challenges.ts";
@@ -135,14 +134,15 @@ export class AcmeManager {
     const pems: string[] = [];
     for (const resolver of resolvers) {
       for (const file of resolver.caCertificates) {
-        const path = isAbsolute(file.value) ? file.value : resolve(resolver.baseDir, file.value);
-        try {
-          pems.push(file.value.startsWith("-----BEGIN") ? file.value : readFileSync(path, "utf8"));
-        } catch (err) {
+        // A path or inline PEM, read the way every other certificate value of the configuration is.
+        const source = resolvePemSource(file.value, resolver.baseDir);
+        const text = readPem(source);
+        if (text.ok) pems.push(text.value);
+        else {
           this.log.error("cannot read ACME CA certificate", {
             resolver: resolver.name,
-            file: path,
-            error: String(err),
+            file: describePemSource(source),
+            error: text.message,
           });
         }
       }

@@ -8,7 +8,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { mayWrite } from "../cli/deno-permissions.ts";
 import type { AcmeResolver, Model } from "../config/model.ts";
 import type { Diagnostics } from "../config/reader.ts";
-import type { LoadedCertificate } from "../tls/catalog.ts";
+import { catalogEntry, type LoadedCertificate } from "../tls/catalog.ts";
 import { checkLeafKey, parseCertificateChain } from "../tls/certificate.ts";
 import { currentRuntime } from "../tls/runtime-support.ts";
 import { readResolverStorage, type StoredCertificate } from "./storage.ts";
@@ -35,21 +35,7 @@ export function toCatalogCertificate(
   const leaf = chain.value[0]!;
   const key = checkLeafKey(leaf, stored.keyPem);
   if (!key.ok) return { ok: false, message: key.message };
-  return {
-    ok: true,
-    cert: {
-      id: `${label}#${leaf.fingerprint256}`,
-      names: leaf.names,
-      subject: leaf.subject,
-      sans: [...leaf.dnsNames, ...leaf.ipAddresses],
-      notAfter: leaf.notAfter,
-      source: label,
-      certPem: stored.certPem,
-      keyPem: stored.keyPem,
-      chain: chain.value,
-      resolver,
-    },
-  };
+  return { ok: true, cert: { ...catalogEntry(chain.value, label, stored.certPem, stored.keyPem), resolver } };
 }
 
 export function storageLabel(path: string, resolver: string): string {

@@ -112,16 +112,27 @@ export function loadCertificate(
       "Issue a new certificate with an RSA 2048+ or ECDSA P-256 key.",
     );
   }
+  return catalogEntry(chain.value, cert.label, cert.text, key.text);
+}
+
+/** A certificate whose chain parsed and whose key matched, as the catalog (and decide) sees it. */
+export function catalogEntry(
+  chain: CertificateInfo[],
+  label: string,
+  certPem: string,
+  keyPem: string,
+): LoadedCertificate {
+  const leaf = chain[0]!;
   return {
-    id: `${cert.label}#${leaf.fingerprint256}`,
+    id: `${label}#${leaf.fingerprint256}`,
     names: leaf.names,
     subject: leaf.subject,
     sans: [...leaf.dnsNames, ...leaf.ipAddresses],
     notAfter: leaf.notAfter,
-    source: cert.label,
-    certPem: cert.text,
-    keyPem: key.text,
-    chain: chain.value,
+    source: label,
+    certPem,
+    keyPem,
+    chain,
   };
 }
 
