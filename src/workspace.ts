@@ -4,7 +4,7 @@
  * serve all start here, so they agree on what the configuration means.
  */
 
-import { planCertificates } from "./acme/plan.ts";
+import { type AcmePlan, planCertificates } from "./acme/plan.ts";
 import { loadStoredCertificates, type ResolverCertificate } from "./acme/stored.ts";
 import { defaultConfigPaths, type LoadResult, loadConfig } from "./config/load.ts";
 import type { Model } from "./config/model.ts";
@@ -27,6 +27,8 @@ export interface Workspace {
   compiled: CompiledConfig;
   catalog: CertificateCatalog;
   context: RoutingContext;
+  /** The certificates routers ask resolvers for (validate checks them, serve orders them). */
+  acme: AcmePlan;
   /** Load, compile and lint findings, ordered by file and position. */
   diagnostics: Diagnostic[];
 }
@@ -51,13 +53,8 @@ export function openWorkspace(paths: readonly string[], options: WorkspaceOption
   lintServices(model, lint);
   lintTlsOptions(model, lint, { now, ...(options.runtime ? { runtime: options.runtime } : {}) });
   lintTransportsTls(model, lint, now);
-  lintResolvers(
-    model,
-    compiled,
-    planCertificates(model, compiled),
-    lint,
-    options.runtime ?? currentRuntime(),
-  );
+  const acme = planCertificates(model, compiled);
+  lintResolvers(model, compiled, acme, lint, options.runtime ?? currentRuntime());
   lintRouting(model, compiled, lint);
   lintCoverage(model, compiled, catalog, lint);
   lintPostgresAlpn(model, compiled, lint);
@@ -68,6 +65,7 @@ export function openWorkspace(paths: readonly string[], options: WorkspaceOption
     compiled,
     catalog,
     context: buildRoutingContext(model, compiled, catalog),
+    acme,
     diagnostics,
   };
 }

@@ -12,7 +12,7 @@ import type { Workspace } from "../workspace.ts";
 import type { ChallengeCertificate } from "./challenges.ts";
 import { type AccountState, OrderError, orderCertificate, trustCaCertificates } from "./client.ts";
 import { keyTypeOf, newAccountKey } from "./keys.ts";
-import { type CertificateRequest, covers, planCertificates } from "./plan.ts";
+import { type CertificateRequest, covers } from "./plan.ts";
 import { MAX_SLEEP_MS, renewalTime, retryDelayMs } from "./renewal.ts";
 import {
   type ResolverStorage,
@@ -70,7 +70,7 @@ export class AcmeManager {
   update(workspace: Workspace): void {
     if (this.stopped) return;
     const { model } = workspace;
-    const plan = planCertificates(model, workspace.compiled);
+    const plan = workspace.acme;
     // Not on Deno, which orders nothing (below) and would want --allow-sys for the system roots.
     if (currentRuntime() !== "deno") trustCaCertificates(this.caPems(model.resolvers.values()));
 
