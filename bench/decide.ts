@@ -1,28 +1,11 @@
-/**
- * decide() per connection, for route tables of 10, 10,000 and 100,000 routers.
- *
- * Each configuration goes through the real loader (a JSON file in a temp directory, opened with
- * openWorkspace) and is mostly exact HostSNI names, with some one-label wildcards and one catch-all,
- * the shape of a large multi-tenant SNI router. For each size we time decide() on:
- *   - exact hit:     an SNI that a HostSNI(`name`) router takes (4096 distinct names, cycled),
- *   - exact hit (16 hot): the same with 16 names only, so the routes touched stay in the CPU caches,
- *   - wildcard hit:  an SNI that only a HostSNI(`*.parent`) router takes,
- *   - miss:          an SNI no name covers, so it falls through to the catch-all,
- *   - plain TCP:     a non-TLS connection (the TCP list holds one router),
- * and, as a reference, a linear scan over the whole TLS list for the miss case (what the SNI index
- * saves). ns/op is the median of several runs over a shuffled set of distinct facts.
- *
- * Run: npm run bench:decide   (node --import tsx bench/decide.ts)
- * Writes bench/results/decide.json and prints a table.
- */
-import { execSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type ConnectionFacts, decide } from "../src/routing/decide.ts";
 import type { Route, RouteTable } from "../src/routing/table.ts";
 import { openWorkspace } from "../src/workspace.ts";
+import { host } from "./machine.ts";
 
 const SIZES = [10, 10_000, 100_000];
 const RUNS = 7;
@@ -189,24 +172,6 @@ function formatNs(ns: number): string {
   return `${ns.toFixed(0)} ns`;
 }
 
-function machine() {
-  const model = cpus()[0]?.model ?? "unknown";
-  let nproc = cpus().length;
-  try {
-    nproc = Number(execSync("nproc", { encoding: "utf8" }).trim()) || nproc;
-  } catch {
-    // nproc is missing on some systems; os.cpus() is close enough.
-  }
-  return {
-    cpu: model,
-    nproc,
-    node: process.version,
-    platform: `${process.platform} ${process.arch}`,
-    // Other work on the machine skews the figures; the 1-minute load average at the end says how much.
-    loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
-  };
-}
-
 function main(): void {
   const work = mkdtempSync(path.join(tmpdir(), "tlsroute-bench-decide-"));
   const results: SizeResult[] = [];
@@ -266,14 +231,14 @@ function main(): void {
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
-  console.log(`decide() per connection, median of ${RUNS} runs (${machine().cpu}, node ${process.version})`);
+  console.log(`decide() per connection, median of ${RUNS} runs (${host().cpu}, node ${process.version})`);
   console.log(line(header));
   for (const row of rows) console.log(line(row));
 
   const out = {
     benchmark: "decide",
     date: new Date().toISOString(),
-    machine: machine(),
+    machine: host(),
     command: "npm run bench:decide",
     runs: RUNS,
     factsPerCase: FACTS_PER_CASE,

@@ -8,9 +8,10 @@
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, release } from "node:os";
+import { cpus } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { type Host, host, loadAverage1m, tryExec } from "./machine.ts";
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.dirname(BENCH_DIR);
@@ -47,16 +48,8 @@ function proxyCommand(nodeFlags: string[], runtime: Runtime = PROXY_RUNTIME): st
 
 // ------------------------------------------------------------------------------------- machine
 
-function tryExec(cmd: string, args: string[]): string | null {
-  try {
-    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-  } catch {
-    return null;
-  }
-}
-
 /** The machine's load when the benchmark started (the figures in `machine()` are taken at the end). */
-const LOAD_AT_START = Math.round((loadavg()[0] ?? 0) * 100) / 100;
+const LOAD_AT_START = loadAverage1m();
 
 /** Read at load time, before `pinSelf` narrows this process to one CPU (nproc counts usable CPUs). */
 const NPROC = Number(tryExec("nproc", [])) || cpus().length;
@@ -108,38 +101,24 @@ function withFdLimit(argv: string[], need: number | undefined): string[] {
   return ["sh", "-c", `ulimit -n ${target} && exec "$@"`, "sh", ...argv];
 }
 
-export interface Machine {
-  cpu: string;
-  nproc: number;
-  node: string;
-  nodeOpenssl: string;
-  openssl: string;
-  kernel: string;
-  platform: string;
+export interface Machine extends Host {
   pinned: boolean;
   pinning: string;
   fdLimit: { soft: number; hard: number };
   loadAverage1mAtStart: number;
-  loadAverage1m: number;
   /** What was measured: the commit, whether src/ had uncommitted changes, and the bundle's hash. */
   build: { gitHead: string | null; srcDirty: boolean | null; distSha256: string | null };
 }
 
 export function machine(): Machine {
   return {
-    cpu: cpus()[0]?.model ?? "unknown",
+    ...host(),
+    // Read at load time, before `pinSelf` narrows this process to one CPU.
     nproc: NPROC,
-    node: process.version,
-    nodeOpenssl: process.versions.openssl ?? "unknown",
-    openssl: tryExec("openssl", ["version"]) ?? "not found",
-    kernel: release(),
-    platform: `${process.platform} ${process.arch}`,
     pinned: PINNING.pinned,
     pinning: PINNING.why,
     fdLimit: fdLimits(),
-    // Other work on the machine skews the figures; the 1-minute load average says how much.
     loadAverage1mAtStart: LOAD_AT_START,
-    loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
     build: BUILD,
   };
 }

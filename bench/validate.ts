@@ -16,12 +16,13 @@
  */
 import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { stringify as toToml } from "smol-toml";
 import { stringify as toYaml } from "yaml";
+import { host } from "./machine.ts";
 import { findProfile, type ProfileSummary, summariseCpuProfile } from "./serve-common.ts";
 
 const ROUTERS = 10_000;
@@ -241,25 +242,6 @@ function profileOnce(dir: string, work: string) {
 
 // --------------------------------------------------------------------------------------- main
 
-function machine() {
-  let nproc = cpus().length;
-  try {
-    nproc = Number(execFileSync("nproc", { encoding: "utf8" }).trim()) || nproc;
-  } catch {
-    // nproc is missing on some systems; os.cpus() is close enough.
-  }
-  return {
-    cpu: cpus()[0]?.model ?? "unknown",
-    nproc,
-    node: process.version,
-    platform: `${process.platform} ${process.arch}`,
-    openssl: execFileSync("openssl", ["version"], { encoding: "utf8" }).trim(),
-    nodeOpenssl: process.versions.openssl,
-    // Other work on the machine skews the figures; the 1-minute load average at the end says how much.
-    loadAverage1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
-  };
-}
-
 async function main(): Promise<void> {
   const wantProfile = process.argv.includes("--profile");
   const keep = process.argv.includes("--keep");
@@ -307,7 +289,7 @@ async function main(): Promise<void> {
     else rmSync(work, { recursive: true, force: true });
   }
 
-  const m = machine();
+  const m = host();
   console.log(
     `tlsroute validate, ${ROUTERS.toLocaleString("en-US")} routers + ${CERTS.toLocaleString("en-US")} certificates, median of ${RUNS} (${m.cpu}, ${m.nproc} CPUs, node ${m.node})`,
   );
