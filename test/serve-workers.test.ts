@@ -3,19 +3,23 @@
  * processes on the same entry points (port 0 through --entrypoint). What a user checks: every worker
  * answers (whoami@internal names the worker), there is one log with whole lines and one `listening`
  * line per entry point, a reload reaches every worker (and a broken file reaches none), a worker that
- * dies is started again, and SIGTERM drains connections in every worker.
+ * fails a reload the others apply is replaced by one on the new configuration, a worker that dies is
+ * started again, and SIGTERM drains connections in every worker, `stopped` being the last line.
  *
  * Run `npm run build` first: the tests run dist/ through bin/tlsroute.mjs. `TLSROUTE_RUNTIME=bun|deno`
  * runs serve on Bun or Deno instead (Deno with the serve permissions plus --allow-run, which starting
  * the workers needs).
  */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import tls from "node:tls";
 import { freePort, pebbleInstalled, startPebble } from "./helpers/pebble.ts";
+import { type IssuedCert, makePki } from "./helpers/pki.ts";
 import { DENO_FLAGS, runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { scratchDirs, waitUntil } from "./helpers/scratch.ts";
 import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
@@ -71,12 +75,22 @@ function ask(port: number): Promise<Whoami> {
  * Connects in parallel batches until every worker in `workers` has answered (the kernel, not us,
  * picks the worker of each connection); returns every answer.
  */
-async function askUntilAllAnswer(port: number, workers: number[], maxConnections = 600): Promise<Whoami[]> {
-  const answers: Whoami[] = [];
+function askUntilAllAnswer(port: number, workers: number[], maxConnections = 600): Promise<Whoami[]> {
+  return untilAllAnswer(() => ask(port), workers, maxConnections);
+}
+
+/** askUntilAllAnswer for any kind of connection, and at least `minConnections` of them. */
+async function untilAllAnswer<T extends { worker: number | null }>(
+  connect: () => Promise<T>,
+  workers: number[],
+  maxConnections: number,
+  minConnections = 0,
+): Promise<T[]> {
+  const answers: T[] = [];
   while (answers.length < maxConnections) {
-    answers.push(...(await Promise.all(Array.from({ length: 20 }, () => ask(port)))));
+    answers.push(...(await Promise.all(Array.from({ length: 20 }, connect))));
     const seen = new Set(answers.map((a) => a.worker));
-    if (workers.every((w) => seen.has(w))) return answers;
+    if (answers.length >= minConnections && workers.every((w) => seen.has(w))) return answers;
   }
   const seen = [...new Set(answers.map((a) => a.worker))].join(", ");
   throw new Error(`after ${answers.length} connections only workers ${seen} answered`);
@@ -133,6 +147,46 @@ async function serve(
     waitAfter: (mark, match, timeoutMs = 20_000) =>
       proc.waitFor((line) => proc.lines.indexOf(line) >= mark && match(line), timeoutMs),
   };
+}
+
+/**
+ * Once serve's output has ended: `stopped` is its last line, after every access line (those of the
+ * connections the workers drained included), because the primary writes it only once the workers'
+ * output has ended, not merely once they have exited.
+ */
+async function assertStoppedIsLast(proc: ServeProcess): Promise<LogLine> {
+  await waitUntil("serve's output has ended", () => proc.child.stdout.readableEnded);
+  const tail = proc.lines.slice(-12).map((l) => JSON.stringify(l));
+  const last = proc.lines.length - 1;
+  const stopped = proc.lines[last];
+  assert.equal(stopped?.msg, "stopped", `"stopped" is not the last line; last output:\n${tail.join("\n")}`);
+  for (const line of proc.accessLines())
+    assert.ok(proc.lines.indexOf(line) < last, `access line after "stopped": ${JSON.stringify(line)}`);
+  return stopped;
+}
+
+/**
+ * Leaves process `pid` no descriptor to open, from outside, with prlimit(1): its RLIMIT_NOFILE becomes
+ * the lowest descriptor number it has free. The kernel gives a new descriptor the lowest free number
+ * and refuses any number at or above the limit (EMFILE), so the process's next open() fails, whatever
+ * the runtime, while the descriptors it holds (listening socket, IPC channel, output pipes) keep
+ * working. The process must be idle meanwhile (no connection opening or closing). Returns the limit.
+ */
+function starveDescriptors(pid: number): number {
+  const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+  let lowestFree = 0;
+  while (open.has(lowestFree)) lowestFree++;
+  try {
+    execFileSync("prlimit", ["--pid", String(pid), `--nofile=${lowestFree}:${lowestFree}`]);
+  } catch (err) {
+    throw new Error(`prlimit (util-linux) is needed to make one worker fail: ${String(err)}`);
+  }
+  // Had it closed a descriptor meanwhile, an open could still get that number: check it did not.
+  const after = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+  for (let fd = 0; fd < lowestFree; fd++) assert.ok(after.has(fd), `descriptor ${fd} of ${pid} was closed`);
+  const limits = readFileSync(`/proc/${pid}/limits`, "utf8");
+  assert.match(limits, new RegExp(`Max open files\\s+${lowestFree}\\s+${lowestFree}\\s`), limits);
+  return lowestFree;
 }
 
 function expectRefused(port: number): Promise<void> {
@@ -286,8 +340,9 @@ describe("serve --workers", () => {
     const code = await exited;
     const tail = [...run.serve.lines.slice(-12).map((l) => JSON.stringify(l)), ...run.serve.other.slice(-8)];
     assert.equal(code, 0, `exit code ${code}; last output:\n${tail.join("\n")}`);
-    const stopped = run.serve.lines.find((l) => l.msg === "stopped");
-    assert.equal(stopped?.forcedConnections, 0, `last output:\n${tail.join("\n")}`);
+    // Both drained connections have their access line, and "stopped" comes after them.
+    const stopped = await assertStoppedIsLast(run.serve);
+    assert.equal(stopped.forcedConnections, 0, `last output:\n${tail.join("\n")}`);
     assert.equal(run.serve.accessLines().length, 2);
   });
 
@@ -329,6 +384,116 @@ describe("serve --workers", () => {
       .filter((l) => l.level === "error");
     assert.equal(errors.length, 1, "the failure is reported once, not once per worker");
     assert.match(errors[0]!.msg, /cannot listen on .*the address is already in use/);
+  });
+});
+
+/**
+ * One worker fails a reload that the others apply. The configuration stays valid (the primary checks
+ * it first); worker 2 alone cannot read it, because prlimit leaves it no descriptor to open (each
+ * worker reads the configuration and certificate files itself on a reload: serve-worker.ts,
+ * ctx.open()). Linux only, for /proc and prlimit; it works the same on Node, Bun and Deno, since the
+ * limit is the kernel's, not the runtime's.
+ */
+describe("serve --workers: one worker fails a reload", {
+  skip: process.platform !== "linux" && "needs Linux (/proc and prlimit) to make one worker fail",
+}, () => {
+  it("that worker is replaced by one running the new configuration; serve keeps running", CASE, async (t) => {
+    // TLS termination with certificate files; each configuration has its own certificate, so a
+    // client can tell which one served it, beside the router whoami names.
+    const name = "app.tlsroute.test";
+    const pki = makePki(tempDir("reload-one-fails-pki"));
+    const ca = pki.ca("workers-ca");
+    const certs = {
+      first: pki.leaf({ ca, cn: name, dns: [name] }),
+      second: pki.leaf({ ca, cn: name, dns: [name] }),
+    };
+    const config = (router: "first" | "second") => ({
+      entryPoints: { app: { address: "127.0.0.1:0" } },
+      tcp: {
+        routers: {
+          [router]: { entryPoints: ["app"], rule: `HostSNI(\`${name}\`)`, service: "whoami", tls: {} },
+        },
+        services: { whoami: { loadBalancer: { servers: [{ address: "whoami@internal" }] } } },
+      },
+      tls: { certificates: [{ certFile: certs[router].chainFile, keyFile: certs[router].keyFile }] },
+    });
+    const fingerprint = (cert: IssuedCert) => new X509Certificate(cert.certPem).fingerprint256;
+
+    const run = await serve(t, "reload-one-fails", config("first"));
+    const started = await run.serve.waitFor((l) => l.msg === "workers started");
+    const [pid1, pid2] = started.pids as number[];
+    // No connection has been made yet: worker 2 is idle, so its descriptors stay as counted.
+    starveDescriptors(pid2!);
+
+    const mark = run.mark();
+    writeFileSync(run.file, JSON.stringify(config("second")));
+    run.serve.child.kill("SIGHUP");
+    const failed = await run.waitAfter(
+      mark,
+      (l) => l.msg === "a worker could not apply the new configuration; restarting it",
+    );
+    assert.equal(failed.level, "error");
+    assert.equal(failed.worker, 2);
+    assert.match(String(failed.error), /EMFILE/);
+    const reloaded = await run.waitAfter(mark, (l) => l.msg === "configuration reloaded");
+    assert.equal(reloaded.routers, 1);
+    const replaced = await run.waitAfter(
+      mark,
+      (l) => l.msg === "worker stopped after a failed reload; starting a new one",
+    );
+    assert.equal(replaced.level, "info");
+    assert.equal(replaced.worker, 2);
+    assert.equal(replaced.pid, pid2);
+    // Longer than one start: on Deno a start that hangs is retried after 10 s (serve-primary.ts,
+    // START_AGAIN_TIMEOUT_MS), and the test must not fail for that.
+    const again = await run.waitAfter(mark, (l) => l.msg === "worker started again", 60_000);
+    assert.equal(again.worker, 2);
+    assert.notEqual(again.pid, pid2);
+    // The line about its exit comes once the primary has reaped it: the process is gone.
+    assert.equal(existsSync(`/proc/${pid2}`), false, `old worker ${pid2} still exists`);
+
+    // Worker 1 applied the reload in place (same process); worker 2 is the new process; every
+    // connection, on either, gets the new certificate and router, and has its access line.
+    const answers = await untilAllAnswer(() => askTls(run.port(), name, ca.certPem), [1, 2], 600, 40);
+    for (const answer of answers) {
+      assert.equal(answer.authorized, true, answer.error);
+      assert.equal(
+        answer.fingerprint256,
+        fingerprint(certs.second),
+        `worker ${answer.worker}: old certificate`,
+      );
+      assert.equal(
+        answer.whoami.router,
+        "second",
+        `worker ${answer.worker} still runs the old configuration`,
+      );
+      assert.equal(answer.whoami.pid, answer.worker === 1 ? pid1 : again.pid);
+    }
+    await waitUntil("every access line is in", () =>
+      answers.every((a) => run.serve.accessLines().some((l) => l.client === a.whoami.client)),
+    );
+
+    // Only worker 2 failed, once. The only other warnings or errors allowed are a hung start on Deno
+    // being retried (see above) and that worker's exit.
+    const trouble = run.serve.lines
+      .slice(mark)
+      .filter((l) => (l.level === "warn" || l.level === "error") && l !== failed);
+    const hung = new Set(
+      trouble.filter((l) => l.msg === "a worker started again did not listen in time; starting another"),
+    );
+    const hungPids = new Set([...hung].map((l) => l.pid));
+    for (const line of trouble) {
+      const retried =
+        hung.has(line) ||
+        (line.msg === "worker exited unexpectedly; starting a new one" && hungPids.has(line.pid));
+      assert.ok(retried && RUNTIME === "deno", `unexpected line: ${JSON.stringify(line)}`);
+    }
+
+    assert.equal(run.serve.child.exitCode, null, "serve keeps running");
+    const code = await run.serve.stop("SIGTERM");
+    assert.equal(code, 0);
+    const stopped = await assertStoppedIsLast(run.serve);
+    assert.equal(stopped.forcedConnections, 0);
   });
 });
 
@@ -417,17 +582,27 @@ function askTls(
   port: number,
   servername: string,
   ca: string,
-): Promise<{ authorized: boolean; error: string; issuer: string; worker: number }> {
+): Promise<{
+  authorized: boolean;
+  error: string;
+  issuer: string;
+  fingerprint256: string;
+  worker: number;
+  whoami: Whoami;
+}> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host: HOST, port, servername, ca, rejectUnauthorized: false });
     let text = "";
     let issuer = "";
+    let fingerprint256 = "";
     let authorized = false;
     let error = "";
     socket.once("secureConnect", () => {
       authorized = socket.authorized;
       error = String(socket.authorizationError ?? "");
-      issuer = JSON.stringify(socket.getPeerCertificate().issuer ?? {});
+      const peer = socket.getPeerCertificate();
+      issuer = JSON.stringify(peer.issuer ?? {});
+      fingerprint256 = peer.fingerprint256 ?? "";
     });
     socket.setEncoding("utf8");
     socket.on("data", (chunk: string) => {
@@ -436,7 +611,8 @@ function askTls(
     socket.on("error", () => {});
     socket.on("close", () => {
       try {
-        resolve({ authorized, error, issuer, worker: (JSON.parse(text) as Whoami).worker ?? 0 });
+        const whoami = JSON.parse(text) as Whoami;
+        resolve({ authorized, error, issuer, fingerprint256, worker: whoami.worker ?? 0, whoami });
       } catch {
         reject(new Error(`no whoami line over TLS: ${JSON.stringify(text)} (${error})`));
       }

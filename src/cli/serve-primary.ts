@@ -45,6 +45,14 @@ const RESTART_DELAY_MS = 100;
 const RESTART_DELAY_MAX_MS = 30_000;
 /** Deaths further apart than this do not lengthen the pause. */
 const RESTART_WINDOW_MS = 60_000;
+/**
+ * A worker started again that does not listen within this time is killed and started again: a start
+ * that hangs would otherwise leave its slot empty for good, unnoticed. Deno 2.9 does hang now and
+ * then: the listening socket the primary passes arrives without its descriptor, and listen() never
+ * calls back (a NODE_HANDLE that Deno's IPC reader delivers without the fd; denoland/deno#35968
+ * names the same symptom). A start normally takes well under a second.
+ */
+const START_AGAIN_TIMEOUT_MS = 10_000;
 
 interface Slot {
   /** 1..N, stable across restarts: the `worker` field of its log lines. */
@@ -58,6 +66,12 @@ interface Slot {
   /** Recent deaths, for the restart pause. */
   deaths: number[];
   restartTimer: ReturnType<typeof setTimeout> | null;
+  /** Runs while a worker started again has not reported ready (START_AGAIN_TIMEOUT_MS). */
+  startTimer: ReturnType<typeof setTimeout> | null;
+  /** The primary stopped the current worker after it failed a reload; its exit starts the replacement. */
+  replacing: boolean;
+  /** Resolves once the current worker's stdout and stderr have ended, every line copied. */
+  output: Promise<void>;
   /** Replies awaited from the current worker, by kind. */
   waiters: { match: (m: FromWorker) => boolean; resolve: (m: FromWorker | null) => void }[];
 }
@@ -121,6 +135,9 @@ class Primary {
         listeners: [],
         deaths: [],
         restartTimer: null,
+        startTimer: null,
+        replacing: false,
+        output: Promise.resolve(),
         waiters: [],
       });
     setProcessRole({ kind: "primary" }, (envelope) => {
@@ -187,8 +204,25 @@ class Primary {
     slot.worker = worker;
     slot.greeted = false;
     slot.ready = false;
-    copyLines(worker.process.stdout, process.stdout);
-    copyLines(worker.process.stderr, process.stderr);
+    slot.replacing = false;
+    slot.output = Promise.all([
+      copyLines(worker.process.stdout, process.stdout),
+      copyLines(worker.process.stderr, process.stderr),
+    ]).then(() => {});
+    if (this.phase === "running") {
+      slot.startTimer = setTimeout(() => {
+        slot.startTimer = null;
+        if (slot.worker !== worker || slot.ready || this.phase !== "running") return;
+        this.log.error("a worker started again did not listen in time; starting another", {
+          worker: slot.number,
+          pid: worker.process.pid,
+          waitedMs: START_AGAIN_TIMEOUT_MS,
+        });
+        // Its exit is logged and schedules the next start, as for any worker that dies.
+        worker.process.kill("SIGKILL");
+      }, START_AGAIN_TIMEOUT_MS);
+      slot.startTimer.unref();
+    }
     worker.on("message", (message: unknown) => {
       if (slot.worker !== worker || !isFromWorker(message)) return;
       this.onMessage(slot, message);
@@ -284,6 +318,8 @@ class Primary {
     }
     if (message.tlsroute === "ready") {
       slot.ready = true;
+      if (slot.startTimer) clearTimeout(slot.startTimer);
+      slot.startTimer = null;
       slot.listeners = message.listeners;
       slot.deaths = slot.deaths.filter((t) => Date.now() - t < RESTART_WINDOW_MS);
       if (this.phase === "starting") {
@@ -301,6 +337,12 @@ class Primary {
       this.log.info("worker started again", { worker: slot.number, pid: slot.worker?.process.pid });
       // All workers died at once: the sockets were released, and port 0 may have given new ports.
       this.announce(message.listeners);
+      return;
+    }
+    if (message.tlsroute === "stopped" && slot.replacing) {
+      // Stopped after a failed reload: it waits for this before leaving (see drain()), and without
+      // it would keep its slot, and its replacement, waiting 2 s more.
+      if (slot.worker?.isConnected()) slot.worker.disconnect();
       return;
     }
     if (message.tlsroute === "start-failed") {
@@ -332,12 +374,23 @@ class Primary {
     slot.worker = null;
     slot.greeted = false;
     slot.ready = false;
+    if (slot.startTimer) clearTimeout(slot.startTimer);
+    slot.startTimer = null;
     for (const waiter of slot.waiters.splice(0)) waiter.resolve(null);
     if (this.phase === "stopping") return;
     if (this.phase === "starting") {
       this.startFailed({
         message: `worker ${slot.number} exited while starting (${signal ?? `exit code ${code}`})`,
         exitCode: EXIT_FINDINGS,
+      });
+      return;
+    }
+    if (slot.replacing) {
+      // Expected: the primary stopped it (reloadNow). Not a warning, and not "unexpectedly".
+      this.log.info("worker stopped after a failed reload; starting a new one", {
+        worker: slot.number,
+        pid: worker.process.pid,
+        inMs: this.scheduleRestart(slot),
       });
       return;
     }
@@ -397,7 +450,8 @@ class Primary {
     const next = this.ctx.reloadCandidate(this.log);
     if (!next) return;
     const id = this.nextRequestId++;
-    const live = this.slots.filter((s) => s.worker && s.ready);
+    // A worker being replaced after a failed reload is left out: its replacement reads the files anew.
+    const live = this.slots.filter((s) => s.worker && s.ready && !s.replacing);
     const answers = live.map((slot) =>
       this.waitFor(slot, (m) => m.tlsroute === "reloaded" && m.id === id, 60_000),
     );
@@ -430,6 +484,7 @@ class Primary {
       });
       // A graceful stop (its open connections finish); its exit starts a replacement. Worker.kill()
       // would send SIGTERM, which workers ignore.
+      slot.replacing = true;
       if (slot.worker) this.send(slot, { tlsroute: "stop" });
     }
     this.log.info("configuration reloaded", { routers: next.model.routers.size, workers: live.length });
@@ -457,6 +512,7 @@ class Primary {
     for (const slot of this.slots) if (slot.worker && !slot.greeted) slot.worker.process.kill("SIGKILL");
     const live = this.slots.filter((s) => s.worker && s.greeted);
     const exits = live.map((slot) => exited(slot.worker!));
+    const outputs = live.map((slot) => slot.output);
     const closed = live.map((slot) => this.waitFor(slot, (m) => m.tlsroute === "accepting-stopped", 10_000));
     // The final answers are awaited after the grace period, which is only known from the first ones.
     const finals = live.map((slot) =>
@@ -489,6 +545,10 @@ class Primary {
     });
     await Promise.race([Promise.all(exits), delay(5_000)]);
     for (const slot of live) slot.worker?.process.kill("SIGKILL");
+    // A worker's 'exit' can come before the end of its output: its last lines (access lines of the
+    // connections it drained) are copied before "stopped", which must be the last line. Its pipes
+    // close when it exits, so this wait is short; the bound is for a pipe some other process holds.
+    await Promise.race([Promise.all(outputs), delay(2_000)]);
     this.log.info("stopped", { forcedConnections: forced });
   }
 
@@ -569,10 +629,11 @@ function delay(ms: number): Promise<void> {
 
 /**
  * Copies a worker's output to ours in whole lines: each write carries complete lines only, so lines
- * of different workers (and of the primary, which writes whole lines too) never mix.
+ * of different workers (and of the primary, which writes whole lines too) never mix. Resolves once
+ * `from` has ended (everything copied) or failed.
  */
-function copyLines(from: Readable | null | undefined, to: Writable): void {
-  if (!from) return;
+function copyLines(from: Readable | null | undefined, to: Writable): Promise<void> {
+  if (!from) return Promise.resolve();
   // A reader that went away must not take the primary down (writeLineNow guards stdout the same way).
   if (to.listenerCount("error") === 0) to.on("error", () => {});
   let partial: Buffer | null = null;
@@ -586,9 +647,14 @@ function copyLines(from: Readable | null | undefined, to: Writable): void {
     to.write(partial ? Buffer.concat([partial, whole]) : whole);
     partial = last + 1 < chunk.length ? chunk.subarray(last + 1) : null;
   });
-  from.on("end", () => {
-    if (partial) to.write(Buffer.concat([partial, Buffer.from("\n")]));
-    partial = null;
+  return new Promise((resolve) => {
+    from.on("end", () => {
+      if (partial) to.write(Buffer.concat([partial, Buffer.from("\n")]));
+      partial = null;
+      resolve();
+    });
+    // Destroyed without an 'end' (an error): nothing more will come.
+    from.on("close", () => resolve());
+    from.on("error", () => {});
   });
-  from.on("error", () => {});
 }
