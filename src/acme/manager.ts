@@ -62,8 +62,11 @@ export class AcmeManager {
   constructor(
     private readonly log: Logger,
     private readonly challenges: ChallengeSink,
-    /** Receives the whole set of resolver certificates whenever it changes (and once per update). */
-    private readonly onCertificates: (certificates: ResolverCertificate[]) => void,
+    /**
+     * Receives the whole set of resolver certificates whenever it changes (and once per update). A
+     * promise says when they are served everywhere (every worker under --workers).
+     */
+    private readonly onCertificates: (certificates: ResolverCertificate[]) => Promise<void> | void,
   ) {}
 
   /** Adopts a (new) configuration: reads storage again and orders whatever is missing or due. */
@@ -102,7 +105,8 @@ export class AcmeManager {
       if (!requests.has(key) && state.timer) clearTimeout(state.timer);
     }
     this.requests = requests;
-    this.publishCertificates();
+    // Not awaited: stored certificates are served as soon as each process gets them.
+    void this.publishCertificates();
     if (requests.size > 0 && currentRuntime() === "deno") {
       // Orders could only fail there (see runtime-acme-challenge-unsupported), and failed validations
       // count against the CA's rate limits: say so once and serve what is stored.
@@ -180,8 +184,8 @@ export class AcmeManager {
     return cert;
   }
 
-  private publishCertificates(): void {
-    this.onCertificates(this.certificates());
+  private publishCertificates(): Promise<void> | void {
+    return this.onCertificates(this.certificates());
   }
 
   /** Orders now when nothing valid is stored or renewal is due; otherwise sleeps until it is. */
@@ -263,12 +267,13 @@ export class AcmeManager {
         (c) => c.resolver === resolver.name && covers(c.names, request),
       );
       const leaf = stored?.chain[0];
+      // Logged once it is served, so that the line can be trusted by whoever waits for it.
+      await this.publishCertificates();
       this.log.info("certificate obtained", {
         resolver: resolver.name,
         names,
         notAfter: leaf?.notAfter.toISOString(),
       });
-      this.publishCertificates();
       if (leaf)
         this.schedule(state, renewalTime(leaf, resolver.certificatesDurationHours).getTime() - Date.now());
     } catch (err) {

@@ -599,7 +599,7 @@ class Primary {
           broadcast("acme.challenge.delete", { name, id });
         },
       },
-      (certificates) =>
+      (certificates) => {
         broadcast(
           "acme.certificates",
           {
@@ -611,7 +611,9 @@ class Primary {
             })),
           },
           { retainAs: "acme.certificates" },
-        ),
+        );
+        return this.sync();
+      },
     );
     manager.update(this.workspace);
     return manager;
