@@ -18,6 +18,12 @@
  * Bun and Deno (the TypeScript source), and, when `serve --help` offers `--workers`, on Node with 2
  * workers (then on both CPUs, sharing CPU 0 with the load: see the notes it prints).
  *
+ * Three reference rows, which route nothing (`--no-floor` leaves them out): the naive Node proxy
+ * (`node-pipe`: accept, dial, pipe()), the same on Bun reading the first bytes before it dials or
+ * hands the socket to its tls.Server (`bun-peek`, what a router on node:net/node:tls must do at
+ * least), and Bun's own socket API (`bun-native`: Bun.listen/Bun.connect, handshakes and memory
+ * only). They show how much of tlsroute's cost is the runtime's socket layer.
+ *
  * CPU is utime+stime of the proxy's process tree from /proc/<pid>/stat around each run. Runs of all
  * proxies are interleaved round by round so that background load on this shared machine spreads
  * over all of them; medians and min–max over rounds are reported, and ratios to HAProxy are the
@@ -165,8 +171,10 @@ interface ProxySpec {
   terminates: boolean;
   /** Pinned to CPU 1 (false: the 2-worker run, which needs both CPUs). */
   pinned: boolean;
-  /** A reference floor, not a router: measured in workloads 1 and 2 only, no routing checks. */
+  /** A reference floor, not a router: measured in workloads 1, 2 and 4 only, no routing checks. */
   floor?: boolean;
+  /** The workloads it can run, when not all of them. */
+  workloads?: readonly number[];
   start(work: Work, fds?: number, nodeFlags?: string[]): Promise<RunningProxy>;
 }
 
@@ -349,22 +357,60 @@ function tlsrouteSpec(runtime: Runtime, workers = 1): ProxySpec {
 }
 
 /**
- * The naive Node proxy of bench/serve-peers.ts (accept → connect → pipe() both ways; behind a bare
+ * The naive proxy of bench/serve-peers.ts (accept → connect → pipe() both ways; behind a bare
  * tls.Server with tickets off for termination), no SNI routing, no log: what any proxy written on
- * node:net/node:tls costs at least. Two processes on CPU 1, one per listener.
+ * node:net/node:tls costs at least on that runtime. Two processes on CPU 1, one per listener.
  */
-const nodePipe: ProxySpec = {
-  id: "node-pipe",
-  label: "naive Node pipe (floor)",
+function floorSpec(runtime: "node" | "bun", peek = false): ProxySpec {
+  const name = runtime === "node" ? "Node" : "Bun";
+  return {
+    id: `${runtime}-${peek ? "peek" : "pipe"}`,
+    label: `naive ${name} pipe${peek ? ", peeking" : ""} (floor)`,
+    terminates: true,
+    pinned: true,
+    floor: true,
+    async start(work, fds) {
+      const start = async (mode: "passthrough" | "terminate", backendPort: number) => {
+        const peer = startPeer(
+          "pipe-proxy",
+          { mode, backendPort, cert: work.cert.cert, key: work.cert.key, peek },
+          { cpu: 1, fds, runtime },
+        );
+        return { peer, port: Number((await peer.wait((m) => m.ready === true)).port) };
+      };
+      const pass = await start("passthrough", work.backends.sink);
+      const term = await start("terminate", work.backends.echo);
+      return {
+        pid: pass.peer.pid,
+        listen: { pass: pass.port, term: term.port },
+        pids: () => [pass.peer.pid, term.peer.pid],
+        describe: () => `naive ${name} pipe`,
+        async stop() {
+          await Promise.all([pass.peer.kill(), term.peer.kill()]);
+        },
+      };
+    },
+  };
+}
+
+/**
+ * Bun's own socket API (Bun.listen / Bun.connect, bench/serve-peers.ts `bun-native`): no peek, no
+ * node:net objects; terminate = Bun.listen's own TLS. A reference for what Bun itself costs per
+ * connection; it has no backpressure, so no bulk transfer.
+ */
+const bunNative: ProxySpec = {
+  id: "bun-native",
+  label: "Bun's own sockets (reference)",
   terminates: true,
   pinned: true,
   floor: true,
+  workloads: [2, 4],
   async start(work, fds) {
     const start = async (mode: "passthrough" | "terminate", backendPort: number) => {
       const peer = startPeer(
-        "pipe-proxy",
+        "bun-native",
         { mode, backendPort, cert: work.cert.cert, key: work.cert.key },
-        { cpu: 1, fds },
+        { cpu: 1, fds, runtime: "bun" },
       );
       return { peer, port: Number((await peer.wait((m) => m.ready === true)).port) };
     };
@@ -374,13 +420,16 @@ const nodePipe: ProxySpec = {
       pid: pass.peer.pid,
       listen: { pass: pass.port, term: term.port },
       pids: () => [pass.peer.pid, term.peer.pid],
-      describe: () => "naive Node pipe",
+      describe: () => "Bun's own sockets",
       async stop() {
         await Promise.all([pass.peer.kill(), term.peer.kill()]);
       },
     };
   },
 };
+
+/** Whether a proxy takes part in a workload. */
+const runs = (spec: ProxySpec, workload: number) => spec.workloads?.includes(workload) ?? true;
 
 function workersAvailable(): boolean {
   const out = spawnSync(process.execPath, [BIN, "serve", "--help"], { encoding: "utf8", cwd: ROOT });
@@ -939,7 +988,7 @@ async function main(): Promise<void> {
   ];
   const workers = workersAvailable();
   if (workers) all.push(tlsrouteSpec("node", 2));
-  if (!process.argv.includes("--no-floor")) all.push(nodePipe);
+  if (!process.argv.includes("--no-floor")) all.push(floorSpec("node"), floorSpec("bun", true), bunNative);
   const specs = all.filter((s) => !ONLY || ONLY.has(s.id));
   const log = (text: string) =>
     console.error(`[${((Date.now() - startedAt.getTime()) / 1000).toFixed(0).padStart(4)} s] ${text}`);
@@ -996,19 +1045,20 @@ async function main(): Promise<void> {
       }
     }
     const live = specs.filter((s) => running.has(s.id));
-    const terminating = live.filter((s) => s.terminates);
+    const terminating = live.filter((s) => s.terminates && runs(s, 2));
+    const bulkRun = live.filter((s) => runs(s, 1));
     /** The routers: everything but the floor. */
     const routers = live.filter((s) => !s.floor);
 
     // 1. bulk passthrough, interleaved rounds after one smaller warm-up run each.
     log(`1. passthrough bulk: ${ROUNDS} rounds of ${BULK_BYTES / 2 ** 20} MiB`);
     const bulk = new Map<string, BulkRun[]>();
-    for (const spec of live) {
+    for (const spec of bulkRun) {
       const proxy = running.get(spec.id)!;
       await attempt(spec.id, "bulk warm-up", () => bulkOnce(proxy.listen.pass, proxy, 64 * 2 ** 20));
     }
     for (let r = 0; r < ROUNDS; r++) {
-      for (const id of ["direct", ...live.map((s) => s.id)]) {
+      for (const id of ["direct", ...bulkRun.map((s) => s.id)]) {
         const proxy = running.get(id) ?? null;
         const port = proxy ? proxy.listen.pass : backends.sink;
         const run = await attempt(id, "bulk", () => bulkOnce(port, proxy, BULK_BYTES));
@@ -1017,7 +1067,7 @@ async function main(): Promise<void> {
       const last = [...bulk].map(([id, rs]) => `${id} ${rs.at(-1)!.cpuPerGiB ?? "-"} s/GiB`);
       log(`   round ${r + 1}: ${last.join(", ")}`);
     }
-    for (const spec of live) {
+    for (const spec of bulkRun) {
       const rs = bulk.get(spec.id);
       if (!rs?.length) continue;
       const pick = (f: (r: BulkRun) => number | null) =>
@@ -1113,7 +1163,7 @@ async function main(): Promise<void> {
     );
     const mem = new Map<string, MemoryRun[]>();
     for (let r = 0; r < MEMORY_RUNS; r++)
-      for (const spec of routers)
+      for (const spec of live.filter((s) => runs(s, 4)))
         for (const mode of spec.terminates
           ? (["passthrough", "terminate"] as const)
           : (["passthrough"] as const)) {
@@ -1129,7 +1179,7 @@ async function main(): Promise<void> {
             );
           }
         }
-    for (const spec of routers) {
+    for (const spec of live) {
       const m = (mode: string) => {
         const rs = mem.get(`${spec.id}/${mode}`);
         if (!rs?.length) return undefined;

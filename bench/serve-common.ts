@@ -41,7 +41,8 @@ export function runtimeBinary(runtime: Runtime): string {
 }
 
 function proxyCommand(nodeFlags: string[], runtime: Runtime = PROXY_RUNTIME): string[] {
-  if (runtime === "bun") return [runtimeBinary("bun"), BIN];
+  // Bun takes Node's profiling flags under the same names (--cpu-prof, --cpu-prof-dir, --cpu-prof-interval).
+  if (runtime === "bun") return [runtimeBinary("bun"), ...nodeFlags, BIN];
   if (runtime === "deno") return [runtimeBinary("deno"), "run", "-A", BIN];
   return [process.execPath, ...nodeFlags, BIN];
 }
@@ -436,19 +437,15 @@ export interface Peer {
 export function startPeer(
   role: string,
   args: Json,
-  options: { fds?: number; cpu?: number; nodeFlags?: string[] } = {},
+  options: { fds?: number; cpu?: number; nodeFlags?: string[]; runtime?: "node" | "bun" } = {},
 ): Peer {
+  // Bun runs the TypeScript itself (the naive proxy's floor on Bun); every other peer runs on Node.
+  const interpreter =
+    options.runtime === "bun"
+      ? [runtimeBinary("bun"), ...(options.nodeFlags ?? [])]
+      : [process.execPath, ...(options.nodeFlags ?? []), "--import", "tsx"];
   const argv = withFdLimit(
-    [
-      ...pinPrefix(options.cpu ?? 0),
-      process.execPath,
-      ...(options.nodeFlags ?? []),
-      "--import",
-      "tsx",
-      PEERS,
-      role,
-      JSON.stringify(args),
-    ],
+    [...pinPrefix(options.cpu ?? 0), ...interpreter, PEERS, role, JSON.stringify(args)],
     options.fds,
   );
   const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });

@@ -180,15 +180,22 @@ async function tlsEcho(args: Args): Promise<void> {
 // ---------------------------------------------------------------------------------- pipe-proxy
 
 /**
- * The naive Node proxy, as a floor for memory: passthrough = accept, dial the backend, pipe both
- * ways; terminate = the same behind a plain tls.Server (same certificate, tickets off). No routing,
- * no ClientHello parsing, no logging.
+ * The naive Node proxy, as a floor: passthrough = accept, dial the backend, pipe both ways;
+ * terminate = the same behind a plain tls.Server (same certificate, tickets off). No routing, no
+ * ClientHello parsing, no logging.
+ *
+ * With `peek: true` it first reads the client's first bytes off the plain socket, as a router that
+ * looks at the ClientHello must: passthrough writes them to the backend before piping; terminate
+ * puts them back (`unshift`) and hands the socket to the tls.Server with `emit('connection')`, the
+ * way tlsroute does. The difference between the two variants is the price of peeking on a runtime.
  */
 async function pipeProxy(args: Args): Promise<void> {
   const backendPort = Number(args.backendPort);
-  const relay = (client: net.Socket) => {
+  const peek = args.peek === true;
+  const relay = (client: net.Socket, first?: Buffer) => {
     // Half-open both ways, so the sink's answer after the client's FIN still gets back.
     const backend = net.connect({ host: "127.0.0.1", port: backendPort, allowHalfOpen: true });
+    if (first) backend.write(first);
     client.pipe(backend);
     backend.pipe(client);
     client.on("error", () => backend.destroy());
@@ -196,7 +203,7 @@ async function pipeProxy(args: Args): Promise<void> {
     client.on("close", () => backend.destroy());
     backend.on("close", () => client.destroy());
   };
-  const server =
+  const tlsServer =
     args.mode === "terminate"
       ? tls.createServer(
           {
@@ -205,13 +212,117 @@ async function pipeProxy(args: Args): Promise<void> {
             secureOptions: constants.SSL_OP_NO_TICKET,
             allowHalfOpen: true,
           },
-          relay,
+          (socket) => relay(socket),
         )
-      : net.createServer({ allowHalfOpen: true }, relay);
-  server.on("tlsClientError", () => {});
+      : null;
+  tlsServer?.on("tlsClientError", () => {});
+  const firstBytes = (client: net.Socket, then: (first: Buffer) => void) => {
+    client.once("data", (first: Buffer) => {
+      client.pause();
+      then(first);
+    });
+    client.on("error", () => client.destroy());
+  };
+  const server = !peek
+    ? (tlsServer ?? net.createServer({ allowHalfOpen: true }, (socket) => relay(socket)))
+    : net.createServer({ allowHalfOpen: true }, (client) =>
+        firstBytes(client, (first) => {
+          if (!tlsServer) {
+            relay(client, first);
+            client.resume();
+            return;
+          }
+          client.unshift(first);
+          tlsServer.emit("connection", client);
+        }),
+      );
   const port = await listen(server);
   onCommand({});
   say({ ready: true, port });
+}
+
+/** The part of Bun's own socket API (Bun.listen / Bun.connect) the native reference proxy uses. */
+interface BunSocket {
+  data: { peer: BunSocket | null; early: Uint8Array[] };
+  write(bytes: Uint8Array): number;
+  end(): void;
+}
+interface BunHandlers {
+  open?(socket: BunSocket): void;
+  data(socket: BunSocket, chunk: Uint8Array): void;
+  close(socket: BunSocket): void;
+  error(socket: BunSocket, error: Error): void;
+  connectError?(socket: BunSocket, error: Error): void;
+}
+interface BunApi {
+  listen(options: {
+    hostname: string;
+    port: number;
+    tls?: { key: string; cert: string };
+    socket: BunHandlers;
+  }): { port: number };
+  connect(options: {
+    hostname: string;
+    port: number;
+    data: BunSocket["data"];
+    socket: BunHandlers;
+  }): Promise<BunSocket>;
+}
+
+/**
+ * A reference, not a floor of node:net: the same accept → dial → copy on Bun's own socket API
+ * (Bun.listen / Bun.connect; terminate = Bun.listen's own TLS), with no ClientHello peek and no
+ * stream objects. It copies without backpressure and closes both sides on either close, so it runs
+ * the handshake and idle-memory workloads only (bulk transfer needs both; see NATIVE_WORKLOADS).
+ * What it shows: how much of a runtime's per-connection cost is its node:net/node:tls layer.
+ */
+async function bunNativeProxy(args: Args): Promise<void> {
+  const bun = (globalThis as { Bun?: BunApi }).Bun;
+  if (!bun) throw new Error("bun-native runs on Bun only");
+  const backendPort = Number(args.backendPort);
+  const backend: BunHandlers = {
+    open(socket) {
+      const client = socket.data.peer;
+      if (!client) return;
+      client.data.peer = socket;
+      for (const chunk of client.data.early) socket.write(chunk);
+      client.data.early = [];
+    },
+    data: (socket, chunk) => socket.data.peer?.write(chunk),
+    close: (socket) => socket.data.peer?.end(),
+    error: (socket) => socket.data.peer?.end(),
+    connectError: (socket) => socket.data.peer?.end(),
+  };
+  const client: BunHandlers = {
+    open(socket) {
+      socket.data = { peer: null, early: [] };
+      void bun.connect({
+        hostname: "127.0.0.1",
+        port: backendPort,
+        data: { peer: socket, early: [] },
+        socket: backend,
+      });
+    },
+    data(socket, chunk) {
+      // Bytes before the backend answered are kept (copied: Bun reuses its read buffer).
+      if (socket.data.peer) socket.data.peer.write(chunk);
+      else socket.data.early.push(new Uint8Array(chunk));
+    },
+    close: (socket) => socket.data.peer?.end(),
+    error: (socket) => socket.data.peer?.end(),
+  };
+  const server = bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    ...(args.mode === "terminate"
+      ? {
+          tls: { key: readFileSync(String(args.key), "utf8"), cert: readFileSync(String(args.cert), "utf8") },
+        }
+      : {}),
+    socket: client,
+  });
+  onCommand({});
+  say({ ready: true, port: server.port });
 }
 
 // -------------------------------------------------------------------------------------- stream
@@ -449,6 +560,7 @@ const roles: Record<string, (args: Args) => Promise<void>> = {
   echo,
   "tls-echo": tlsEcho,
   "pipe-proxy": pipeProxy,
+  "bun-native": bunNativeProxy,
   stream,
   handshakes,
   idle,
