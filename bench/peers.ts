@@ -357,23 +357,25 @@ function tlsrouteSpec(runtime: Runtime, workers = 1): ProxySpec {
 }
 
 /**
- * The naive proxy of bench/serve-peers.ts (accept → connect → pipe() both ways; behind a bare
- * tls.Server with tickets off for termination), no SNI routing, no log: what any proxy written on
- * node:net/node:tls costs at least on that runtime. Two processes on CPU 1, one per listener.
+ * A reference row: one bench/serve-peers.ts role per listener (two processes on CPU 1), routing
+ * nothing, with no log: what a proxy on that runtime's socket layer costs at least.
  */
-function floorSpec(runtime: "node" | "bun", peek = false): ProxySpec {
-  const name = runtime === "node" ? "Node" : "Bun";
+function referenceSpec(
+  spec: Pick<ProxySpec, "id" | "label" | "workloads">,
+  role: string,
+  runtime: "node" | "bun",
+  extra: Record<string, unknown> = {},
+): ProxySpec {
   return {
-    id: `${runtime}-${peek ? "peek" : "pipe"}`,
-    label: `naive ${name} pipe${peek ? ", peeking" : ""} (floor)`,
+    ...spec,
     terminates: true,
     pinned: true,
     floor: true,
     async start(work, fds) {
       const start = async (mode: "passthrough" | "terminate", backendPort: number) => {
         const peer = startPeer(
-          "pipe-proxy",
-          { mode, backendPort, cert: work.cert.cert, key: work.cert.key, peek },
+          role,
+          { mode, backendPort, cert: work.cert.cert, key: work.cert.key, ...extra },
           { cpu: 1, fds, runtime },
         );
         return { peer, port: Number((await peer.wait((m) => m.ready === true)).port) };
@@ -384,7 +386,7 @@ function floorSpec(runtime: "node" | "bun", peek = false): ProxySpec {
         pid: pass.peer.pid,
         listen: { pass: pass.port, term: term.port },
         pids: () => [pass.peer.pid, term.peer.pid],
-        describe: () => `naive ${name} pipe`,
+        describe: () => spec.label,
         async stop() {
           await Promise.all([pass.peer.kill(), term.peer.kill()]);
         },
@@ -394,39 +396,31 @@ function floorSpec(runtime: "node" | "bun", peek = false): ProxySpec {
 }
 
 /**
+ * The naive proxy (accept → connect → pipe() both ways; behind a bare tls.Server with tickets off for
+ * termination), no SNI routing: what any proxy written on node:net/node:tls costs at least on that
+ * runtime. `peek`: it reads the first bytes before dialling or handing the socket to TLS, as a router must.
+ */
+const floorSpec = (runtime: "node" | "bun", peek = false): ProxySpec =>
+  referenceSpec(
+    {
+      id: `${runtime}-${peek ? "peek" : "pipe"}`,
+      label: `naive ${runtime === "node" ? "Node" : "Bun"} pipe${peek ? ", peeking" : ""} (floor)`,
+    },
+    "pipe-proxy",
+    runtime,
+    { peek },
+  );
+
+/**
  * Bun's own socket API (Bun.listen / Bun.connect, bench/serve-peers.ts `bun-native`): no peek, no
  * node:net objects; terminate = Bun.listen's own TLS. A reference for what Bun itself costs per
  * connection; it has no backpressure, so no bulk transfer.
  */
-const bunNative: ProxySpec = {
-  id: "bun-native",
-  label: "Bun's own sockets (reference)",
-  terminates: true,
-  pinned: true,
-  floor: true,
-  workloads: [2, 4],
-  async start(work, fds) {
-    const start = async (mode: "passthrough" | "terminate", backendPort: number) => {
-      const peer = startPeer(
-        "bun-native",
-        { mode, backendPort, cert: work.cert.cert, key: work.cert.key },
-        { cpu: 1, fds, runtime: "bun" },
-      );
-      return { peer, port: Number((await peer.wait((m) => m.ready === true)).port) };
-    };
-    const pass = await start("passthrough", work.backends.sink);
-    const term = await start("terminate", work.backends.echo);
-    return {
-      pid: pass.peer.pid,
-      listen: { pass: pass.port, term: term.port },
-      pids: () => [pass.peer.pid, term.peer.pid],
-      describe: () => "Bun's own sockets",
-      async stop() {
-        await Promise.all([pass.peer.kill(), term.peer.kill()]);
-      },
-    };
-  },
-};
+const bunNative = referenceSpec(
+  { id: "bun-native", label: "Bun's own sockets (reference)", workloads: [2, 4] },
+  "bun-native",
+  "bun",
+);
 
 /** Whether a proxy takes part in a workload. */
 const runs = (spec: ProxySpec, workload: number) => spec.workloads?.includes(workload) ?? true;
