@@ -40,11 +40,11 @@ export function runtimeBinary(runtime: Runtime): string {
   return path.join(ROOT, "node_modules", ".bin", runtime);
 }
 
-function proxyCommand(nodeFlags: string[], runtime: Runtime = PROXY_RUNTIME): string[] {
+function proxyCommand(nodeFlags: string[], runtime: Runtime = PROXY_RUNTIME, bin = BIN): string[] {
   // Bun takes Node's profiling flags under the same names (--cpu-prof, --cpu-prof-dir, --cpu-prof-interval).
-  if (runtime === "bun") return [runtimeBinary("bun"), ...nodeFlags, BIN];
-  if (runtime === "deno") return [runtimeBinary("deno"), "run", "-A", BIN];
-  return [process.execPath, ...nodeFlags, BIN];
+  if (runtime === "bun") return [runtimeBinary("bun"), ...nodeFlags, bin];
+  if (runtime === "deno") return [runtimeBinary("deno"), "run", "-A", bin];
+  return [process.execPath, ...nodeFlags, bin];
 }
 
 // ------------------------------------------------------------------------------------- machine
@@ -522,10 +522,12 @@ export async function startProxy(options: {
   ports?: Record<string, number>;
   /** More `serve` arguments, e.g. `--workers 2`. */
   args?: string[];
+  /** Another tree's bin/tlsroute.mjs (to compare two builds); default: this one. */
+  bin?: string;
 }): Promise<ProxyProcess> {
   const child = spawnGroup(
     [
-      ...proxyCommand(options.nodeFlags ?? [], options.runtime),
+      ...proxyCommand(options.nodeFlags ?? [], options.runtime, options.bin),
       "serve",
       "-c",
       options.config,
