@@ -7,7 +7,9 @@
  *
  * Targets (positional): `node:DIR`, `bun:DIR`, `deno:DIR` = serve from DIR (`.` for this tree; Node runs
  * DIR's dist/, so build it there first); `floor:node`, `floor:bun` = the naive proxy that peeks like a
- * router (bench/serve-peers.ts pipe-proxy); `native:bun` = Bun's own sockets (bun-native).
+ * router (bench/serve-peers.ts pipe-proxy), `+parse` and `+chain` add tlsroute's ClientHello parsing
+ * and its await-handshake-then-dial order to it (`floor:bun+parse+chain`); `native:bun` = Bun's own
+ * sockets (bun-native).
  * Load: 8 Node clients on CPU 0 looping tls.connect (SNI, verified) → 1 byte → echo → close.
  * Reported: proxy CPU per handshake (utime+stime from /proc), median and every round, and the share of
  * it spent on the main thread (the rest: GC, JIT and allocator threads).
@@ -92,10 +94,13 @@ async function main(): Promise<void> {
   const start = async (target: string): Promise<Running> => {
     const [kind = "", where = "."] = target.split(":");
     if (kind === "floor" || kind === "native") {
+      // floor:bun+parse+chain: the floor with some of tlsroute's steps added (serve-peers.ts pipe-proxy).
+      const [runtime, ...added] = where.split("+");
+      const steps = { parse: added.includes("parse"), chain: added.includes("chain") };
       const peer: Peer = startPeer(
         kind === "native" ? "bun-native" : "pipe-proxy",
-        { mode: "terminate", backendPort: echoPort, cert: cert.cert, key: cert.key, peek: true },
-        { cpu: 1, runtime: kind === "native" ? "bun" : (where as "node" | "bun") },
+        { mode: "terminate", backendPort: echoPort, cert: cert.cert, key: cert.key, peek: true, ...steps },
+        { cpu: 1, runtime: kind === "native" ? "bun" : (runtime as "node" | "bun") },
       );
       const port = Number((await peer.wait((m) => m.ready === true)).port);
       return { target, pid: peer.pid, port, stop: () => peer.kill() };

@@ -27,6 +27,7 @@ import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
+import { parseClientHello } from "../src/wire/clienthello.ts";
 
 type Args = Record<string, unknown>;
 
@@ -188,13 +189,16 @@ async function tlsEcho(args: Args): Promise<void> {
  * looks at the ClientHello must: passthrough writes them to the backend before piping; terminate
  * puts them back (`unshift`) and hands the socket to the tls.Server with `emit('connection')`, the
  * way tlsroute does. The difference between the two variants is the price of peeking on a runtime.
+ * Two more steps towards what tlsroute does, to find which of its steps cost (bench/ab-handshakes.ts):
+ * `parse: true` parses the ClientHello with tlsroute's own parser; `chain: true` (terminate) awaits the
+ * handshake, then the backend's connect, before it relays, as tlsroute's async chain does.
  */
 async function pipeProxy(args: Args): Promise<void> {
   const backendPort = Number(args.backendPort);
   const peek = args.peek === true;
-  const relay = (client: net.Socket, first?: Buffer) => {
-    // Half-open both ways, so the sink's answer after the client's FIN still gets back.
-    const backend = net.connect({ host: "127.0.0.1", port: backendPort, allowHalfOpen: true });
+  // Half-open both ways, so the sink's answer after the client's FIN still gets back.
+  const dial = () => net.connect({ host: "127.0.0.1", port: backendPort, allowHalfOpen: true });
+  const relay = (client: net.Socket, first?: Buffer, backend = dial()) => {
     if (first) backend.write(first);
     client.pipe(backend);
     backend.pipe(client);
@@ -212,9 +216,19 @@ async function pipeProxy(args: Args): Promise<void> {
             secureOptions: constants.SSL_OP_NO_TICKET,
             allowHalfOpen: true,
           },
-          (socket) => relay(socket),
+          (socket) => {
+            const parent = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
+            const waiting = parent ? pendingChain.get(parent) : undefined;
+            if (waiting && parent) {
+              pendingChain.delete(parent);
+              waiting(socket);
+              return;
+            }
+            relay(socket);
+          },
         )
       : null;
+  const pendingChain = new Map<net.Socket, (s: tls.TLSSocket) => void>();
   tlsServer?.on("tlsClientError", () => {});
   const firstBytes = (client: net.Socket, then: (first: Buffer) => void) => {
     client.once("data", (first: Buffer) => {
@@ -230,6 +244,21 @@ async function pipeProxy(args: Args): Promise<void> {
           if (!tlsServer) {
             relay(client, first);
             client.resume();
+            return;
+          }
+          if (args.parse === true) parseClientHello(first);
+          if (args.chain === true) {
+            // Handed back by the tls.Server's connection listener, found by the raw socket.
+            void (async () => {
+              const tlsSocket = await new Promise<tls.TLSSocket>((resolve) => {
+                pendingChain.set(client, resolve);
+                client.unshift(first);
+                tlsServer.emit("connection", client);
+              });
+              const backend = dial();
+              await once(backend, "connect");
+              relay(tlsSocket, undefined, backend);
+            })();
             return;
           }
           client.unshift(first);
