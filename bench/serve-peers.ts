@@ -325,15 +325,18 @@ async function bunNativeProxy(args: Args): Promise<void> {
   const client: BunHandlers = {
     open(socket) {
       socket.data = { peer: null, early: [] };
-      void bun.connect({
-        hostname: "127.0.0.1",
-        port: backendPort,
-        data: { peer: socket, early: [] },
-        socket: backend,
-      });
+      // A refused dial also rejects the promise: end the client rather than leave a rejection unhandled.
+      bun
+        .connect({
+          hostname: "127.0.0.1",
+          port: backendPort,
+          data: { peer: socket, early: [] },
+          socket: backend,
+        })
+        .catch(() => socket.end());
     },
     data(socket, chunk) {
-      // Bytes before the backend answered are kept (copied: Bun reuses its read buffer).
+      // Bytes before the backend answered are kept, copied: the chunk is only lent for this call.
       if (socket.data.peer) socket.data.peer.write(chunk);
       else socket.data.early.push(new Uint8Array(chunk));
     },
