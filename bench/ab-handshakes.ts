@@ -7,9 +7,9 @@
  *
  * Targets (positional): `node:DIR`, `bun:DIR`, `deno:DIR` = serve from DIR (`.` for this tree; Node runs
  * DIR's dist/, so build it there first); `floor:node`, `floor:bun` = the naive proxy that peeks like a
- * router (bench/serve-peers.ts pipe-proxy), `+parse` and `+chain` add tlsroute's ClientHello parsing
- * and its await-handshake-then-dial order to it (`floor:bun+parse+chain`); `native:bun` = Bun's own
- * sockets (bun-native).
+ * router (bench/serve-peers.ts pipe-proxy), `+parse`, `+chain` and `+terminator` add tlsroute's
+ * ClientHello parsing, its await-handshake-then-dial order and its own terminator (src/proxy/terminate.ts)
+ * to it (`floor:bun+parse+terminator`); `native:bun` = Bun's own sockets (bun-native).
  * Load: 8 Node clients on CPU 0 looping tls.connect (SNI, verified) → 1 byte → echo → close.
  * Reported: proxy CPU per handshake (utime+stime from /proc), median and every round, and the share of
  * it spent on the main thread (the rest: GC, JIT and allocator threads).
@@ -96,7 +96,11 @@ async function main(): Promise<void> {
     if (kind === "floor" || kind === "native") {
       // floor:bun+parse+chain: the floor with some of tlsroute's steps added (serve-peers.ts pipe-proxy).
       const [runtime, ...added] = where.split("+");
-      const steps = { parse: added.includes("parse"), chain: added.includes("chain") };
+      const steps = {
+        parse: added.includes("parse"),
+        chain: added.includes("chain") || added.includes("terminator"),
+        terminator: added.includes("terminator"),
+      };
       const peer: Peer = startPeer(
         kind === "native" ? "bun-native" : "pipe-proxy",
         { mode: "terminate", backendPort: echoPort, cert: cert.cert, key: cert.key, peek: true, ...steps },

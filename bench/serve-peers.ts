@@ -27,6 +27,7 @@ import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
+import { TerminatorCache } from "../src/proxy/terminate.ts";
 import { parseClientHello } from "../src/wire/clienthello.ts";
 
 type Args = Record<string, unknown>;
@@ -191,7 +192,8 @@ async function tlsEcho(args: Args): Promise<void> {
  * way tlsroute does. The difference between the two variants is the price of peeking on a runtime.
  * Two more steps towards what tlsroute does, to find which of its steps cost (bench/ab-handshakes.ts):
  * `parse: true` parses the ClientHello with tlsroute's own parser; `chain: true` (terminate) awaits the
- * handshake, then the backend's connect, before it relays, as tlsroute's async chain does.
+ * handshake, then the backend's connect, before it relays, as tlsroute's async chain does; with
+ * `terminator: true` the handshake is done by tlsroute's own terminator (src/proxy/terminate.ts).
  */
 async function pipeProxy(args: Args): Promise<void> {
   const backendPort = Number(args.backendPort);
@@ -229,6 +231,19 @@ async function pipeProxy(args: Args): Promise<void> {
         )
       : null;
   const pendingChain = new Map<net.Socket, (s: tls.TLSSocket) => void>();
+  // `terminator: true` (with chain): tlsroute's own terminator does the handshake (src/proxy/terminate.ts).
+  const terminator =
+    args.terminator === true
+      ? new TerminatorCache(new Map(), new Map()).get(
+          "default",
+          {
+            id: "bench",
+            certPem: readFileSync(String(args.cert), "utf8"),
+            keyPem: readFileSync(String(args.key), "utf8"),
+          },
+          null,
+        )
+      : null;
   tlsServer?.on("tlsClientError", () => {});
   const firstBytes = (client: net.Socket, then: (first: Buffer) => void) => {
     client.once("data", (first: Buffer) => {
@@ -248,13 +263,18 @@ async function pipeProxy(args: Args): Promise<void> {
           }
           if (args.parse === true) parseClientHello(first);
           if (args.chain === true) {
-            // Handed back by the tls.Server's connection listener, found by the raw socket.
             void (async () => {
-              const tlsSocket = await new Promise<tls.TLSSocket>((resolve) => {
-                pendingChain.set(client, resolve);
-                client.unshift(first);
-                tlsServer.emit("connection", client);
-              });
+              const tlsSocket = terminator
+                ? await terminator.handshake(client, first, 10_000).then((outcome) => {
+                    if (!outcome.ok) throw new Error(outcome.message);
+                    return outcome.socket;
+                  })
+                : // Handed back by the tls.Server's connection listener, found by the raw socket.
+                  await new Promise<tls.TLSSocket>((resolve) => {
+                    pendingChain.set(client, resolve);
+                    client.unshift(first);
+                    tlsServer.emit("connection", client);
+                  });
               const backend = dial();
               await once(backend, "connect");
               relay(tlsSocket, undefined, backend);
