@@ -24,6 +24,7 @@ import path from "node:path";
 import {
   cpuTimes,
   flag,
+  handshakeLoad,
   machine,
   makeEcdsaCertificate,
   median,
@@ -120,7 +121,7 @@ async function main(): Promise<void> {
   };
 
   const load = async (port: number, seconds: number) => {
-    const client = startPeer("handshakes", {
+    const result = await handshakeLoad({
       port,
       servername: SNI,
       ca: cert.caCert,
@@ -128,9 +129,6 @@ async function main(): Promise<void> {
       seconds,
       sources: Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 1}`),
     });
-    const message = await client.wait((m) => "result" in m, (seconds + 60) * 1000);
-    await client.exited;
-    const result = message.result as { count: number; errors: number };
     if (result.errors > 0) throw new Error(`${result.errors} handshakes failed on port ${port}`);
     return result.count;
   };

@@ -63,6 +63,7 @@ import {
   findProfile,
   flag,
   GiB,
+  handshakeLoad,
   killGroup,
   type Memory,
   machine,
@@ -83,6 +84,7 @@ import {
   spawnGroup,
   startPeer,
   startProxy,
+  streamRun,
   summariseCpuProfile,
   treeCpuTimes,
   treeMemory,
@@ -475,13 +477,7 @@ interface BulkRun {
 
 async function bulkOnce(port: number, proxy: RunningProxy | null, bytes: number): Promise<BulkRun> {
   const before = cpuOf(proxy);
-  const gen = startPeer("stream", { port, bytes, chunk: CHUNK, servername: SNI_SINK, announce: true });
-  const message = await gen.wait((m) => "result" in m || "error" in m, 300_000);
-  await gen.exited;
-  if ("error" in message) throw new Error(`load generator failed: ${String(message.error)}`);
-  const result = message.result as { elapsedMs: number; answer: string; sent: number };
-  if (result.answer !== `done:${result.sent}`)
-    throw new Error(`the sink answered "${result.answer}", expected "done:${result.sent}"`);
+  const result = await streamRun({ port, bytes, chunk: CHUNK, servername: SNI_SINK, announce: true });
   // Let the proxy finish closing both sides (and write its access line) before reading its CPU.
   await sleep(150);
   const gib = bytes / GiB;
@@ -513,7 +509,7 @@ interface HandshakeRun {
 
 async function handshakesOnce(proxy: RunningProxy, caFile: string, seconds: number): Promise<HandshakeRun> {
   const before = cpuOf(proxy)!;
-  const client = startPeer("handshakes", {
+  const r = await handshakeLoad({
     port: proxy.listen.term,
     servername: SNI_SINK,
     ca: caFile,
@@ -521,11 +517,8 @@ async function handshakesOnce(proxy: RunningProxy, caFile: string, seconds: numb
     seconds,
     sources: SOURCES,
   });
-  const message = await client.wait((m) => "result" in m, (seconds + 60) * 1000);
-  await client.exited;
   await sleep(200);
   const cpu = cpuSince(proxy, before);
-  const r = message.result as { count: number; errors: number; firstError: string | null; elapsedMs: number };
   const wall = r.elapsedMs / 1000;
   return {
     count: r.count,

@@ -485,6 +485,53 @@ export function startPeer(
   };
 }
 
+/** What the `handshakes` peer reports. */
+export interface HandshakeLoad {
+  count: number;
+  errors: number;
+  firstError: string | null;
+  elapsedMs: number;
+}
+
+/**
+ * The `handshakes` peer on CPU 0: `concurrency` loops of tls.connect (SNI, chain verified against
+ * `ca`) → 1 byte → its echo → close, for `seconds`, from source addresses spread over `sources`.
+ */
+export async function handshakeLoad(options: {
+  port: number;
+  servername: string;
+  ca: string;
+  concurrency: number;
+  seconds: number;
+  sources: string[];
+}): Promise<HandshakeLoad> {
+  const client = startPeer("handshakes", { ...options });
+  const message = await client.wait((m) => "result" in m, (options.seconds + 60) * 1000);
+  await client.exited;
+  return message.result as HandshakeLoad;
+}
+
+/**
+ * The `stream` peer: a real ClientHello for `servername`, then `bytes` in `chunk`-sized writes; checks
+ * that the sink answered for every byte sent, and returns how long it took.
+ */
+export async function streamRun(options: {
+  port: number;
+  bytes: number;
+  chunk: number;
+  servername: string;
+  announce?: boolean;
+}): Promise<{ elapsedMs: number; sent: number }> {
+  const gen = startPeer("stream", { ...options });
+  const message = await gen.wait((m) => "result" in m || "error" in m, 300_000);
+  await gen.exited;
+  if ("error" in message) throw new Error(`load generator failed: ${String(message.error)}`);
+  const result = message.result as { elapsedMs: number; answer: string; sent: number };
+  if (result.answer !== `done:${result.sent}`)
+    throw new Error(`the sink answered "${result.answer}", expected "done:${result.sent}"`);
+  return result;
+}
+
 // -------------------------------------------------------------------------------------- proxy
 
 export interface ProxyProcess {

@@ -27,6 +27,7 @@ import {
   cpuTimes,
   findProfile,
   flag,
+  handshakeLoad,
   machine,
   makeEcdsaCertificate,
   median,
@@ -137,7 +138,7 @@ async function nodeClient(
   caFile: string,
   seconds: number,
 ): Promise<{ handshakes: number; errors: number; firstError: string | null; wallS: number }> {
-  const client = startPeer("handshakes", {
+  const r = await handshakeLoad({
     port,
     servername: SNI,
     ca: caFile,
@@ -145,9 +146,6 @@ async function nodeClient(
     seconds,
     sources: SOURCES,
   });
-  const message = await client.wait((m) => "result" in m, (seconds + 60) * 1000);
-  await client.exited;
-  const r = message.result as { count: number; errors: number; firstError: string | null; elapsedMs: number };
   return { handshakes: r.count, errors: r.errors, firstError: r.firstError, wallS: r.elapsedMs / 1000 };
 }
 

@@ -38,6 +38,7 @@ import {
   sleep,
   startPeer,
   startProxy,
+  streamRun,
   summariseCpuProfile,
   writeResult,
 } from "./serve-common.ts";
@@ -109,13 +110,7 @@ async function streamOnce(
   const accessBefore = proxy?.accessCount() ?? 0;
   const before = endpoint.pid === null ? null : cpuTimes(endpoint.pid);
   const sinkBefore = cpuSeconds(sink.pid);
-  const gen = startPeer("stream", { port: endpoint.port, bytes: BYTES, chunk: CHUNK, servername: SNI });
-  const message = await gen.wait((m) => "result" in m || "error" in m, 300_000);
-  await gen.exited;
-  if ("error" in message) throw new Error(`load generator failed: ${String(message.error)}`);
-  const result = message.result as { elapsedMs: number; answer: string; sent: number };
-  if (result.answer !== `done:${result.sent}`)
-    throw new Error(`the sink answered "${result.answer}", expected "done:${result.sent}"`);
+  const result = await streamRun({ port: endpoint.port, bytes: BYTES, chunk: CHUNK, servername: SNI });
   if (target === "tlsroute" && proxy) {
     // The access line is written once both sides closed: its bytes must be exactly what was sent.
     await proxy.waitForAccess(accessBefore + 1);

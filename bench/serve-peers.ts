@@ -436,6 +436,35 @@ async function stream(args: Args): Promise<void> {
 
 // ---------------------------------------------------------------------------------- handshakes
 
+const ONE_BYTE = Buffer.of(0x2a);
+
+/**
+ * One new TLS connection (no resumption): handshake, one byte there, its echo back, close. Resolves
+ * once the echo came, rejects on an error or a close before it. `noDelay` as the latency role has
+ * always set it; the handshake loops keep Node's default.
+ */
+function echoOnce(
+  options: tls.ConnectionOptions & { localAddress?: string },
+  noDelay = false,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const socket = tls.connect(options);
+    if (noDelay) socket.setNoDelay(true);
+    let settled = false;
+    const settle = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    socket.once("secureConnect", () => socket.write(ONE_BYTE));
+    socket.once("data", () => settle(null));
+    socket.once("error", (err) => settle(err));
+    socket.once("close", () => settle(new Error("closed before the echo came back")));
+  });
+}
+
 async function handshakes(args: Args): Promise<void> {
   const port = Number(args.port);
   const servername = String(args.servername);
@@ -444,35 +473,19 @@ async function handshakes(args: Args): Promise<void> {
   const seconds = Number(args.seconds);
   // Spreading client source addresses over 127.0.0.x keeps TIME_WAIT from exhausting one port range.
   const sources = (args.sources as string[] | undefined) ?? ["127.0.0.1"];
-  const one = Buffer.of(0x2a);
   let count = 0;
   let errors = 0;
   let firstError: string | null = null;
   let next = 0;
 
+  // node:tls passes localAddress on to net.connect; its typings leave it out.
   const connectOnce = () =>
-    new Promise<void>((resolve, reject) => {
-      // node:tls passes localAddress on to net.connect; its typings leave it out.
-      const options: tls.ConnectionOptions & { localAddress?: string } = {
-        host: "127.0.0.1",
-        port,
-        servername,
-        ca,
-        localAddress: sources[next++ % sources.length] ?? "127.0.0.1",
-      };
-      const socket = tls.connect(options);
-      let settled = false;
-      const settle = (err: Error | null) => {
-        if (settled) return;
-        settled = true;
-        socket.destroy();
-        if (err) reject(err);
-        else resolve();
-      };
-      socket.once("secureConnect", () => socket.write(one));
-      socket.once("data", () => settle(null));
-      socket.once("error", (err) => settle(err));
-      socket.once("close", () => settle(new Error("closed before the echo came back")));
+    echoOnce({
+      host: "127.0.0.1",
+      port,
+      servername,
+      ca,
+      localAddress: sources[next++ % sources.length] ?? "127.0.0.1",
     });
 
   const started = performance.now();
@@ -570,24 +583,8 @@ async function latency(args: Args): Promise<void> {
   const samples: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
   const errors: Record<string, number> = {};
   let firstError: string | null = null;
-  const one = Buffer.of(0x2a);
   const connectOnce = (port: number, servername: string) =>
-    new Promise<void>((resolve, reject) => {
-      const socket = tls.connect({ host: "127.0.0.1", port, servername, ca });
-      socket.setNoDelay(true);
-      let settled = false;
-      const settle = (err: Error | null) => {
-        if (settled) return;
-        settled = true;
-        socket.destroy();
-        if (err) reject(err);
-        else resolve();
-      };
-      socket.once("secureConnect", () => socket.write(one));
-      socket.once("data", () => settle(null));
-      socket.once("error", (err) => settle(err));
-      socket.once("close", () => settle(new Error("closed before the echo came back")));
-    });
+    echoOnce({ host: "127.0.0.1", port, servername, ca }, true);
   for (let i = 0; i < count; i++) {
     for (const target of targets) {
       const started = performance.now();
