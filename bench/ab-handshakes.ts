@@ -18,7 +18,7 @@
  *      (e.g. `git worktree add /tmp/other HEAD~1 && ln -s $PWD/node_modules /tmp/other/`)
  * Writes bench/results/ab-handshakes.json.
  */
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
@@ -35,6 +35,8 @@ import {
   sleep,
   startPeer,
   startProxy,
+  statCpuTimes,
+  terminationConfig,
   writeResult,
 } from "./serve-common.ts";
 
@@ -52,20 +54,20 @@ interface Running {
   stop(): Promise<unknown>;
 }
 
-/** CPU ticks per thread name (numbers stripped, so a pool of threads counts as one). */
-function threadTicks(pid: number): Map<string, number> {
-  const ticks = new Map<string, number>();
+/** CPU seconds per thread name (numbers stripped, so a pool of threads counts as one). */
+function threadCpu(pid: number): Map<string, number> {
+  const seconds = new Map<string, number>();
   for (const task of readdirSync(`/proc/${pid}/task`)) {
     try {
       const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, "utf8");
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")).replace(/[0-9]+$/, "");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks.set(name, (ticks.get(name) ?? 0) + Number(fields[11]) + Number(fields[12]));
+      const { user, system } = statCpuTimes(stat);
+      seconds.set(name, (seconds.get(name) ?? 0) + user + system);
     } catch {
       // The thread ended meanwhile.
     }
   }
-  return ticks;
+  return seconds;
 }
 
 async function main(): Promise<void> {
@@ -75,22 +77,7 @@ async function main(): Promise<void> {
   const cert = makeEcdsaCertificate(work, [SNI]);
   const echo = startPeer("echo", {});
   const echoPort = Number((await echo.wait((m) => m.ready === true)).port);
-  const files = { certFile: cert.cert, keyFile: cert.key };
-  const config = path.join(work, "tlsroute.json");
-  writeFileSync(
-    config,
-    JSON.stringify({
-      entryPoints: { bench: { address: "127.0.0.1:0" } },
-      tcp: {
-        routers: { exact: { entryPoints: ["bench"], rule: `HostSNI(\`${SNI}\`)`, service: "echo", tls: {} } },
-        services: { echo: { loadBalancer: { servers: [{ address: `127.0.0.1:${echoPort}` }] } } },
-      },
-      tls: {
-        certificates: [files],
-        options: { default: { minVersion: "VersionTLS12", disableSessionTickets: true } },
-      },
-    }),
-  );
+  const config = terminationConfig(work, cert, echoPort, SNI);
 
   const start = async (target: string): Promise<Running> => {
     const [kind = "", where = "."] = target.split(":");
@@ -142,11 +129,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < ROUNDS; i++) {
       for (const r of running) {
         const before = cpuTimes(r.pid);
-        const threadsBefore = threadTicks(r.pid);
+        const threadsBefore = threadCpu(r.pid);
         const count = await load(r.port, SECONDS);
         await sleep(300);
         const after = cpuTimes(r.pid);
-        const threadsAfter = threadTicks(r.pid);
+        const threadsAfter = threadCpu(r.pid);
         const total = after.user + after.system - before.user - before.system;
         ms.get(r.target)!.push(round((total * 1000) / count, 3));
         // The main thread is the one named like the process (the largest, in practice).

@@ -158,7 +158,11 @@ const BUILD: Machine["build"] = (() => {
 
 /** utime and stime of a process (all its threads), in seconds. */
 export function cpuTimes(pid: number): { user: number; system: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return statCpuTimes(readFileSync(`/proc/${pid}/stat`, "utf8"));
+}
+
+/** utime and stime, in seconds, from the text of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file. */
+export function statCpuTimes(stat: string): { user: number; system: number } {
   // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // After the name: state is field 3, so utime (14) and stime (15) are at indexes 11 and 12.
@@ -483,6 +487,43 @@ export function startPeer(
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * The termination benchmarks' configuration: one entry point `bench`, the router `exact`
+ * (HostSNI(`sni`)) and a catch-all `fallback` (clients without SNI, such as `openssl s_time`, with the
+ * default certificate: the same key) to a plain echo server, TLS 1.2+ and no session tickets, so that
+ * every connection is a full handshake. Written as DIR/tlsroute.json.
+ */
+export function terminationConfig(
+  dir: string,
+  cert: BenchCertificate,
+  echoPort: number,
+  sni: string,
+): string {
+  const files = { certFile: cert.cert, keyFile: cert.key };
+  const config = {
+    entryPoints: {
+      bench: { address: "127.0.0.1:0", transport: { respondingTimeouts: { readTimeout: "10s" } } },
+    },
+    tcp: {
+      routers: {
+        exact: { entryPoints: ["bench"], rule: `HostSNI(\`${sni}\`)`, service: "echo", tls: {} },
+        // s_time sends no SNI: the catch-all takes it, with the default certificate (the same key).
+        fallback: { entryPoints: ["bench"], rule: "HostSNI(`*`)", service: "echo", tls: {} },
+      },
+      services: { echo: { loadBalancer: { servers: [{ address: `127.0.0.1:${echoPort}` }] } } },
+    },
+    tls: {
+      certificates: [files],
+      // No resumption: every connection is a full handshake (peers.md §6.1).
+      options: { default: { minVersion: "VersionTLS12", disableSessionTickets: true } },
+      stores: { default: { defaultCertificate: files } },
+    },
+  };
+  const file = path.join(dir, "tlsroute.json");
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  return file;
 }
 
 /** What the `handshakes` peer reports. */

@@ -19,11 +19,10 @@
  * adds a Node-client run under `node --cpu-prof` and prints where the proxy's time goes.
  */
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
-  type BenchCertificate,
   cpuTimes,
   findProfile,
   flag,
@@ -44,6 +43,7 @@ import {
   startPeer,
   startProxy,
   summariseCpuProfile,
+  terminationConfig,
   writeResult,
 } from "./serve-common.ts";
 
@@ -72,32 +72,6 @@ interface Measure {
   busy: number;
   /** s_time's own summary line, when it is the client. */
   sTimeLine?: string;
-}
-
-function writeConfig(dir: string, cert: BenchCertificate, echoPort: number): string {
-  const files = { certFile: cert.cert, keyFile: cert.key };
-  const config = {
-    entryPoints: {
-      bench: { address: "127.0.0.1:0", transport: { respondingTimeouts: { readTimeout: "10s" } } },
-    },
-    tcp: {
-      routers: {
-        exact: { entryPoints: ["bench"], rule: `HostSNI(\`${SNI}\`)`, service: "echo", tls: {} },
-        // s_time sends no SNI: the catch-all takes it, with the default certificate (the same key).
-        fallback: { entryPoints: ["bench"], rule: "HostSNI(`*`)", service: "echo", tls: {} },
-      },
-      services: { echo: { loadBalancer: { servers: [{ address: `127.0.0.1:${echoPort}` }] } } },
-    },
-    tls: {
-      certificates: [files],
-      // No resumption: every connection is a full handshake (peers.md §6.1).
-      options: { default: { minVersion: "VersionTLS12", disableSessionTickets: true } },
-      stores: { default: { defaultCertificate: files } },
-    },
-  };
-  const file = path.join(dir, "tlsroute.json");
-  writeFileSync(file, JSON.stringify(config, null, 2));
-  return file;
 }
 
 function measured(
@@ -239,7 +213,7 @@ async function main(): Promise<void> {
   const timeWait: number[] = [];
   try {
     const { port: echoPort } = (await echo.wait((m) => m.ready === true)) as { port: number };
-    const config = writeConfig(work, cert, echoPort);
+    const config = terminationConfig(work, cert, echoPort, SNI);
     proxy = await startProxy({ config, entryPoints: ["bench"] });
     console.error(
       `proxy pid ${proxy.pid} on 127.0.0.1:${proxy.ports.get("bench")}, echo on 127.0.0.1:${echoPort}`,
