@@ -109,21 +109,7 @@ stream {
         ${SNI_SINK} 127.0.0.1:${backends.echo};
         default ${NOWHERE};
     }
-    server {
-        listen 127.0.0.1:${listen.pass} backlog=4096;
-        ssl_preread on;
-        proxy_pass $pass_upstream;
-    }
-    server {
-        listen 127.0.0.1:${listen.term} ssl backlog=4096;
-        ssl_certificate ${cert.cert};
-        ssl_certificate_key ${cert.key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_tickets off;
-        ssl_session_cache off;
-        proxy_pass $term_upstream;
-    }
-}
+${nginxServers(`127.0.0.1:${listen.pass} backlog=4096`, `127.0.0.1:${listen.term} ssl backlog=4096`, cert)}}
 `;
 }
 
@@ -184,6 +170,29 @@ export function tlsrouteConfig(backends: Backends, cert: CertFiles): Record<stri
       stores: { default: { defaultCertificate: files } },
     },
   };
+}
+
+/**
+ * nginx's two stream servers, the same in the benchmark and in the 10,000-router check: passthrough by
+ * `ssl_preread` to $pass_upstream, and termination (TLS 1.2+, no tickets, no session cache) to
+ * $term_upstream. The arguments are what follows `listen`.
+ */
+function nginxServers(passListen: string, termListen: string, cert: CertFiles): string {
+  return `    server {
+        listen ${passListen};
+        ssl_preread on;
+        proxy_pass $pass_upstream;
+    }
+    server {
+        listen ${termListen};
+        ssl_certificate ${cert.cert};
+        ssl_certificate_key ${cert.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        proxy_pass $term_upstream;
+    }
+`;
 }
 
 // ------------------------------------------------------------------------- 10,000 routers
@@ -288,21 +297,7 @@ ${pass.map((i) => `        ${routeName(i)} pool_${backendOf(i)};\n`).join("")}  
         hostnames;
 ${term.map((i) => `        ${routeName(i)} pool_${backendOf(i)};\n`).join("")}        default ${NOWHERE};
     }
-    server {
-        listen 127.0.0.1:18443;
-        ssl_preread on;
-        proxy_pass $pass_upstream;
-    }
-    server {
-        listen 127.0.0.1:18453 ssl;
-        ssl_certificate ${cert.cert};
-        ssl_certificate_key ${cert.key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_tickets off;
-        ssl_session_cache off;
-        proxy_pass $term_upstream;
-    }
-}
+${nginxServers("127.0.0.1:18443", "127.0.0.1:18453 ssl", cert)}}
 `,
   );
 
