@@ -23,7 +23,7 @@ import { decodeProxyHeader } from "../src/wire/proxy-protocol.ts";
 import { BIN } from "./helpers/cli.ts";
 import { type IssuedCert, makePki, type TestCa } from "./helpers/pki.ts";
 import { scratchDirs, sleep, waitUntil } from "./helpers/scratch.ts";
-import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
+import { expectRefused, type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const HOST = "127.0.0.1";
 /** A second loopback address (Linux answers the whole 127/8): a client that is "not 127.0.0.1". */
@@ -271,21 +271,6 @@ async function askOnce(port: number, text: string): Promise<Connection & { answe
   } finally {
     client.socket.end();
   }
-}
-
-/** Resolves when connecting to the port is refused. */
-function expectRefused(port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: HOST, port });
-    socket.once("connect", () => {
-      socket.destroy();
-      reject(new Error(`port ${port} still accepts connections`));
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => {
-      if (error.code === "ECONNREFUSED") resolve();
-      else reject(error);
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------------

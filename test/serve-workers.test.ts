@@ -22,7 +22,7 @@ import { freePort, pebbleInstalled, startPebble } from "./helpers/pebble.ts";
 import { type IssuedCert, makePki } from "./helpers/pki.ts";
 import { DENO_FLAGS, runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { scratchDirs, waitUntil } from "./helpers/scratch.ts";
-import { type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
+import { expectRefused, type LogLine, type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const HOST = "127.0.0.1";
 const CASE = { timeout: 90_000 };
@@ -187,20 +187,6 @@ function starveDescriptors(pid: number): number {
   const limits = readFileSync(`/proc/${pid}/limits`, "utf8");
   assert.match(limits, new RegExp(`Max open files\\s+${lowestFree}\\s+${lowestFree}\\s`), limits);
   return lowestFree;
-}
-
-function expectRefused(port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: HOST, port });
-    socket.once("connect", () => {
-      socket.destroy();
-      reject(new Error(`port ${port} still accepts connections`));
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => {
-      if (error.code === "ECONNREFUSED") resolve();
-      else reject(error);
-    });
-  });
 }
 
 describe("serve --workers", () => {

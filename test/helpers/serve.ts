@@ -4,6 +4,7 @@
  * `--entrypoint NAME=127.0.0.1:0` (or in the config) so tests never collide.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import net from "node:net";
 import { ROOT } from "./cli.ts";
 import { invocation, type Runtime } from "./runtime.ts";
 
@@ -148,4 +149,19 @@ export async function startServe(
       return code;
     },
   };
+}
+
+/** Resolves when connecting to the port on 127.0.0.1 is refused. */
+export function expectRefused(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      reject(new Error(`port ${port} still accepts connections`));
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "ECONNREFUSED") resolve();
+      else reject(error);
+    });
+  });
 }
