@@ -513,13 +513,7 @@ class Primary {
     const live = this.slots.filter((s) => s.worker && s.greeted);
     const exits = live.map((slot) => exited(slot.worker!));
     const outputs = live.map((slot) => slot.output);
-    // A worker being replaced after a failed reload was told to stop then (reloadNow): it ignores a
-    // second stop and its "accepting-stopped" went by, so only its final answer is awaited.
-    const closed = live.map((slot) =>
-      slot.replacing
-        ? Promise.resolve(null)
-        : this.waitFor(slot, (m) => m.tlsroute === "accepting-stopped", 10_000),
-    );
+    const closed = live.map((slot) => this.waitFor(slot, (m) => m.tlsroute === "accepting-stopped", 10_000));
     // The final answers are awaited after the grace period, which is only known from the first ones.
     const finals = live.map((slot) =>
       this.waitFor(slot, (m) => m.tlsroute === "stopped", 24 * 3_600_000).then((reply) => {
@@ -528,7 +522,7 @@ class Primary {
         return reply;
       }),
     );
-    for (const slot of live) if (!slot.replacing) this.send(slot, { tlsroute: "stop" });
+    for (const slot of live) this.send(slot, { tlsroute: "stop" });
     // Every reply to the stop arrives after that worker closed its listeners.
     const accepting = await Promise.all(closed);
     let openConnections = 0;

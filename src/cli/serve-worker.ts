@@ -61,6 +61,9 @@ export async function runWorker(ctx: ServeContext): Promise<number> {
           reply({ tlsroute: "synced", id: message.id });
           return;
         case "stop":
+          // A second stop (the primary shutting down while this worker drains after a failed reload)
+          // gets the same first answer again, so that whoever asks is never left waiting for it.
+          if (stopping) reply(acceptingStopped());
           stopping ??= stop().then(resolve);
           return;
       }
@@ -133,16 +136,22 @@ export async function runWorker(ctx: ServeContext): Promise<number> {
     }
   };
 
+  const acceptingStopped = () =>
+    ({
+      tlsroute: "accepting-stopped",
+      openConnections: server?.openConnections ?? 0,
+      graceMs: server?.graceMs ?? 0,
+    }) as const;
+
   const stop = async () => {
     if (!server) {
-      reply({ tlsroute: "accepting-stopped", openConnections: 0, graceMs: 0 });
+      reply(acceptingStopped());
       await reply({ tlsroute: "stopped", forcedConnections: 0 });
       return;
     }
     server.stopAccepting();
-    const graceMs = server.graceMs;
-    reply({ tlsroute: "accepting-stopped", openConnections: server.openConnections, graceMs });
-    const { forced } = await server.shutdown(graceMs);
+    reply(acceptingStopped());
+    const { forced } = await server.shutdown(server.graceMs);
     await reply({ tlsroute: "stopped", forcedConnections: forced });
   };
 
