@@ -423,6 +423,7 @@ class Primary {
         this.log.info("listening", {
           entryPoint: event.entryPoint,
           address: event.address,
+          ...(event.sockets ? { sockets: event.sockets } : {}),
           workers: this.slots.length,
         });
       } else if (this.announced.delete(event.entryPoint)) {

@@ -97,6 +97,7 @@ export async function runWorker(ctx: ServeContext): Promise<number> {
     }
     server = new ProxyServer(workspace, { ...generated, notAfter: new Date(generated.notAfter) }, log, {
       onListener: (event) => listenerEvents.push(event),
+      sharedPorts: true,
     });
     const running = server;
     // Before listening, so that nothing the primary sends once connections arrive can be missed.

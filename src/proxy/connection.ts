@@ -20,15 +20,20 @@ import {
 } from "../wire/postgres.ts";
 import { decodeProxyHeader } from "../wire/proxy-protocol.ts";
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
-import { dialServer, type ProxyAddresses } from "./dial.ts";
+import { BunSocketStream } from "./bun-stream.ts";
+import { dialNative, relayNative } from "./bun-tunnel.ts";
+import { type DialFailure, dialServer, type ProxyAddresses } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
 import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
-import { lostEndGuardFor, type RelayOptions, relay, relayNote } from "./relay.ts";
+import { lostEndGuardFor, type RelayOptions, type RelayResult, relay, relayNote } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
 import { challengeTerminator, type HandshakeOutcome } from "./terminate.ts";
 import { WHOAMI_ADDRESS, whoamiLine } from "./whoami.ts";
+
+/** An accepted client connection: a `net.Socket`, or on Bun a stream over Bun's own socket. */
+export type AcceptedSocket = Socket | BunSocketStream;
 
 /** A ClientHello (or PostgreSQL start) bigger than this is refused: Go's limits allow ~64 KiB of hello. */
 const MAX_PEEK_BYTES = 256 * 1024;
@@ -100,7 +105,7 @@ function classify(bytes: Buffer, postgresAllowed: boolean): Classified | null {
 
 /** Reads until the first bytes say what the connection is, without consuming them for whoever comes next. */
 async function peek(
-  socket: Socket,
+  socket: AcceptedSocket,
   initial: Buffer,
   deadline: number,
   postgresAllowed: boolean,
@@ -123,11 +128,11 @@ async function peek(
  * all sockets (`this` is the socket) rather than a closure per socket, which an idle connection
  * would keep, with the scope it closes over.
  */
-function destroyOnError(this: Socket | TLSSocket): void {
+function destroyOnError(this: AcceptedSocket | TLSSocket): void {
   this.destroy();
 }
 
-export async function handleConnection(socket: Socket, env: ConnectionEnv): Promise<void> {
+export async function handleConnection(socket: AcceptedSocket, env: ConnectionEnv): Promise<void> {
   const started = performance.now();
   const { snapshot, entryPoint, log } = env;
   let clientIp = socket.remoteAddress ?? "";
@@ -299,7 +304,7 @@ export async function handleConnection(socket: Socket, env: ConnectionEnv): Prom
 }
 
 async function execute(
-  socket: Socket,
+  socket: AcceptedSocket,
   decision: Decision,
   peeked: Buffer,
   facts: ConnectionFacts,
@@ -367,7 +372,7 @@ async function execute(
 }
 
 async function serveRoute(
-  socket: Socket,
+  socket: AcceptedSocket,
   decision: Decision,
   peeked: Buffer,
   facts: ConnectionFacts,
@@ -377,7 +382,7 @@ async function serveRoute(
   deadline: number,
 ): Promise<void> {
   const { snapshot } = env;
-  let client: Socket | TLSSocket = socket;
+  let client: AcceptedSocket | TLSSocket = socket;
   let toBackendFirst: Buffer = peeked;
   if (decision.mode === "terminate") {
     const certificate = servingCertificate(snapshot, decision.certificate);
@@ -421,33 +426,54 @@ async function serveRoute(
     return;
   }
 
-  const proxy = env.peer;
-  let backend: Socket | TLSSocket | null = null;
-  let dialedTarget: ServerTarget | null = null;
-  const failures: string[] = [];
-  for (const target of candidates) {
-    if (target.address === WHOAMI_ADDRESS) continue;
-    const dialed = await dialServer(target.address, target.tls, target.transport, proxy);
-    if (dialed.ok) {
-      backend = dialed.socket;
-      dialedTarget = target;
-      record.server = target.address;
-      break;
-    }
-    failures.push(`${target.address}: ${dialed.message}`);
-  }
-  if (!backend) {
-    client.destroy();
-    finish("backend_unreachable", failures.join("; "));
-    return;
-  }
-  backend.on("error", destroyOnError);
-
   // Learn the session's cancel key where the backend's stream is readable: TLS terminated here, or plaintext.
   const speaksPostgres =
     facts.postgres || facts.alpn.includes("postgresql") || record.postgres === "plaintext";
-  if (speaksPostgres && decision.mode !== "passthrough" && dialedTarget)
-    cancelRegistry.watch(backend, dialedTarget);
+  const watchCancelKeys = speaksPostgres && decision.mode !== "passthrough";
+
+  // On Bun's own sockets, bytes relayed as they come to a plain backend leave the stream layer: the
+  // tunnel (bun-tunnel.ts) holds a few KB per connection where two streams hold several times that.
+  // What needs a stream on the backend (its TLS, the SSLRequest exchange, the cancel-key watch) stays.
+  if (
+    client instanceof BunSocketStream &&
+    !facts.postgres &&
+    !watchCancelKeys &&
+    candidates.every((target) => !target.tls)
+  ) {
+    const stream = client;
+    const dialed = await dialFirst(candidates, record, (target) =>
+      dialNative(target.address, target.transport, env.peer),
+    );
+    if (!dialed.ok) {
+      client.destroy();
+      finish("backend_unreachable", dialed.message);
+      return;
+    }
+    const terminationDelayMs = dialed.target.transport.terminationDelayMs;
+    reportRelay(
+      relayNative(stream, dialed.backend, toBackendFirst, terminationDelayMs),
+      toBackendFirst.length,
+      {
+        terminationDelayMs,
+      },
+      record,
+      finish,
+      env,
+    );
+    return;
+  }
+
+  const dialed = await dialFirst(candidates, record, (target) =>
+    dialServer(target.address, target.tls, target.transport, env.peer),
+  );
+  if (!dialed.ok) {
+    client.destroy();
+    finish("backend_unreachable", dialed.message);
+    return;
+  }
+  const backend = dialed.socket;
+  backend.on("error", destroyOnError);
+  if (watchCancelKeys) cancelRegistry.watch(backend, dialed.target);
 
   if (facts.postgres && decision.mode === "passthrough") {
     // The client already got our "S"; the backend must agree to TLS before it sees the client's hello.
@@ -466,21 +492,55 @@ async function serveRoute(
   }
 
   const relayOptions: RelayOptions = {
-    terminationDelayMs: dialedTarget?.transport.terminationDelayMs ?? 100,
+    terminationDelayMs: dialed.target.transport.terminationDelayMs,
     // Deno can lose a paused TLS socket's end of stream: the entry point's idleTimeout bounds the wait.
     ...lostEndGuardFor(client, backend, env.entryPoint.idleTimeoutMs),
   };
-  const firstBytes = toBackendFirst.length;
-  if (firstBytes > 0) backend.write(toBackendFirst);
-  // Not awaited: the chain of suspended calls (handleConnection, execute, this one) would stay in
-  // memory as long as the connection, with what their frames hold (the peeked ClientHello among it):
-  // about 4 KB per open connection (bench/README.md). The relay's listeners keep what the access line
-  // needs.
-  relay(client, backend, relayOptions)
+  if (toBackendFirst.length > 0) backend.write(toBackendFirst);
+  reportRelay(relay(client, backend, relayOptions), toBackendFirst.length, relayOptions, record, finish, env);
+}
+
+/**
+ * Dials the candidates in order until one answers; the access record names the server that did.
+ * `whoami@internal` among real servers is skipped (it answers only as a service's sole server).
+ */
+async function dialFirst<Dialed extends { ok: true }>(
+  candidates: readonly ServerTarget[],
+  record: AccessRecord,
+  dial: (target: ServerTarget) => Promise<Dialed | DialFailure>,
+): Promise<(Dialed & { target: ServerTarget }) | DialFailure> {
+  const failures: string[] = [];
+  for (const target of candidates) {
+    if (target.address === WHOAMI_ADDRESS) continue;
+    const dialed = await dial(target);
+    if (dialed.ok) {
+      record.server = target.address;
+      return { ...dialed, target };
+    }
+    failures.push(`${target.address}: ${dialed.message}`);
+  }
+  return { ok: false, code: "other", message: failures.join("; ") };
+}
+
+/**
+ * Writes the access line when the relay ends. Not awaited by the caller: the chain of suspended calls
+ * (handleConnection, execute, serveRoute) would stay in memory as long as the connection, with what
+ * their frames hold (the peeked ClientHello among it): about 4 KB per open connection
+ * (bench/README.md). The relay keeps what the access line needs.
+ */
+function reportRelay(
+  running: Promise<RelayResult>,
+  firstBytes: number,
+  options: RelayOptions,
+  record: AccessRecord,
+  finish: (reason: AccessReason, detail?: string) => void,
+  env: ConnectionState,
+): void {
+  running
     .then((result) => {
       record.bytesIn = result.bytesFromClient + firstBytes;
       record.bytesOut = result.bytesFromBackend;
-      finish("closed", result.error ? result.error.message : relayNote(result, relayOptions));
+      finish("closed", result.error ? result.error.message : relayNote(result, options));
     })
     .catch((err: unknown) => {
       // Nobody awaits this chain any more: an error here must not become an unhandled rejection.
@@ -496,7 +556,7 @@ async function serveRoute(
  * for the name, the handshake is refused as an unknown name, as Traefik does.
  */
 async function answerAcmeChallenge(
-  socket: Socket,
+  socket: AcceptedSocket,
   peeked: Buffer,
   facts: ConnectionFacts,
   env: ConnectionState,
@@ -568,7 +628,7 @@ function askBackendForTls(backend: Socket | TLSSocket): Promise<string | null> {
  * to a plain TCP router if one takes the connection, else it is dropped and logged.
  */
 async function forwardCancel(
-  socket: Socket,
+  socket: AcceptedSocket,
   bytes: Buffer,
   plainRouteExists: boolean,
   peer: ProxyAddresses,
@@ -599,7 +659,7 @@ async function forwardCancel(
 }
 
 /** The addresses a PROXY protocol header carries: the client as we see it, and our entry point. */
-function proxyAddresses(socket: Socket): ProxyAddresses {
+function proxyAddresses(socket: AcceptedSocket): ProxyAddresses {
   return {
     src: socket.remoteAddress ? { ip: socket.remoteAddress, port: socket.remotePort ?? 0 } : null,
     dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
@@ -619,7 +679,7 @@ type InboundOutcome = { ok: true; rest: Buffer } | { ok: false; reason: AccessRe
  * client address; from anyone else a header is removed and ignored.
  */
 async function readInboundProxyHeader(
-  socket: Socket,
+  socket: AcceptedSocket,
   deadline: number,
   settings: NonNullable<EntryPoint["proxyProtocol"]>,
   state: ConnectionState,
@@ -663,7 +723,7 @@ function trustedProxies(settings: NonNullable<EntryPoint["proxyProtocol"]>): IpM
 
 /** Reads until `done(bytes)` says enough has arrived; the bytes stay with the caller. */
 function readUntil(
-  socket: Socket,
+  socket: AcceptedSocket,
   deadline: number,
   done: (bytes: Buffer) => boolean,
 ): Promise<{ kind: "ok" | "closed" | "timeout"; bytes: Buffer }> {

@@ -87,7 +87,7 @@ function messageOf(error: unknown): string {
 }
 
 /** Classifies an error of the TCP phase (connect, PROXY header write). */
-function tcpFailure(error: unknown): DialFailure {
+export function tcpFailure(error: unknown): DialFailure {
   const code = codeOf(error);
   const kind: DialFailureCode = REFUSED.has(code)
     ? "refused"

@@ -3,22 +3,28 @@
  * socket to the connection pipeline with the snapshot current at accept time, swap snapshots on
  * reload (open connections keep theirs), and drain on shutdown.
  */
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { ChallengeStore } from "../acme/challenges.ts";
 import type { ResolverCertificate } from "../acme/stored.ts";
 import { deniedListen } from "../cli/deno-permissions.ts";
 import type { EntryPoint } from "../config/model.ts";
 import type { GeneratedCertificate } from "../tls/generated.ts";
+import { currentRuntime } from "../tls/runtime-support.ts";
 import { type Workspace, withResolverCertificates } from "../workspace.ts";
-import { handleConnection } from "./connection.ts";
+import { listenNative, type NativeSocket, nativeSockets } from "./bun-socket.ts";
+import { BunSocketStream } from "./bun-stream.ts";
+import { type AcceptedSocket, handleConnection } from "./connection.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import type { Logger } from "./log.ts";
 import { buildSnapshot, type Snapshot } from "./snapshot.ts";
 
 interface Listener {
   entryPoint: EntryPoint;
-  server: Server;
-  /** "host:port" as configured, to tell whether a reload changed it. */
+  /** Stops accepting at once; open connections are left alone. */
+  close(): void;
+  /** Once the listener is closed and (node:net) its last connection too. */
+  closed(): Promise<void>;
+  /** "host:port" as configured, and the socket layer: a reload that changes either binds again. */
   configured: string;
 }
 
@@ -27,8 +33,10 @@ export class ProxyServer {
   private health: HealthChecker;
   private readonly listeners = new Map<string, Listener>();
   private readonly active = new Set<Socket>();
-  /** Listeners closed by stopAccepting() whose 'close' (after their last connection) is still due. */
-  private readonly closingListeners = new Set<Server>();
+  /** On Bun's own sockets: the accepted sockets, whoever owns them now (a stream or a tunnel). */
+  private readonly activeNative = new Set<NativeSocket>();
+  /** Listeners closed by stopAccepting() whose close (after their last connection) is still due. */
+  private readonly closingListeners = new Set<Listener>();
   private closing = false;
   /** TLS-ALPN-01 challenge certificates, shared by every snapshot (an order outlives a reload). */
   readonly challenges = new ChallengeStore();
@@ -66,11 +74,30 @@ export class ProxyServer {
     for (const ep of this.snapshot.workspace.model.entryPoints.values()) {
       // A shutdown that began during start (a signal) must not be followed by more listeners.
       if (this.closing) return;
-      await this.listen(ep);
+      await this.listen(ep, this.snapshot);
     }
   }
 
-  private async listen(entryPoint: EntryPoint): Promise<void> {
+  /**
+   * Bun's own sockets for an entry point whose routers never terminate TLS. Bun's TLS over a stream
+   * that is not its `net.Socket` (bun-stream.ts) closes on the client's close_notify, which breaks the
+   * half-close a terminated connection must carry; so an entry point with a terminating router stays
+   * on `node:net`. Under --workers, a port-0 entry point also stays there: every worker would bind a
+   * port of its own, where node:cluster gives them all the same one.
+   */
+  private useNativeSockets(entryPoint: EntryPoint, snapshot: Snapshot): boolean {
+    if (!nativeSockets()) return false;
+    if (this.options.sharedPorts && entryPoint.port === 0) return false;
+    const routes = snapshot.context.tables.get(entryPoint.name)?.tls ?? [];
+    return routes.every((route) => route.mode !== "terminate");
+  }
+
+  private configuredKey(entryPoint: EntryPoint, snapshot: Snapshot): string {
+    const layer = this.useNativeSockets(entryPoint, snapshot) ? "bun" : "node:net";
+    return `${entryPoint.host}:${entryPoint.port} ${layer}`;
+  }
+
+  private async listen(entryPoint: EntryPoint, snapshot: Snapshot): Promise<void> {
     // Deno throws a listen() its --allow-net does not cover out of the event loop, past every handler:
     // ask first, so that a start fails cleanly and a reload adding such an entry point is refused.
     const denied = await deniedListen(entryPoint.host, entryPoint.port);
@@ -80,36 +107,84 @@ export class ProxyServer {
         denied.hint,
       );
     }
+    const configured = this.configuredKey(entryPoint, snapshot);
+    const bun = this.useNativeSockets(entryPoint, snapshot) ? nativeSockets() : null;
+    // Said on Bun only, where the layer depends on the entry point's routers.
+    const sockets = currentRuntime() === "bun" ? (bun ? "bun" : "node:net") : undefined;
+    if (bun) {
+      let native: ReturnType<typeof listenNative>;
+      try {
+        native = listenNative(bun, entryPoint.host, entryPoint.port, this.options.sharedPorts === true, {
+          accept: (socket) => this.acceptNative(socket, entryPoint.name),
+          closed: (socket) => this.activeNative.delete(socket),
+        });
+      } catch (err) {
+        throw listenError(entryPoint, err as NodeJS.ErrnoException);
+      }
+      this.listening(
+        {
+          entryPoint,
+          configured,
+          close: () => native.stop(false),
+          closed: () => Promise.resolve(),
+        },
+        `${native.hostname.includes(":") ? `[${native.hostname}]` : native.hostname}:${native.port}`,
+        sockets,
+      );
+      return;
+    }
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       this.accept(socket, entryPoint.name),
     );
-    const listener: Listener = { entryPoint, server, configured: `${entryPoint.host}:${entryPoint.port}` };
+    const listener: Listener = {
+      entryPoint,
+      configured,
+      close: () => server.close(),
+      closed: () => new Promise((resolve) => server.once("close", () => resolve())),
+    };
     return new Promise((resolve, reject) => {
       server.once("error", (err: NodeJS.ErrnoException) => reject(listenError(entryPoint, err)));
       // A deep accept queue absorbs connection bursts; Node's default (511) drops SYNs and costs clients a 1 s retry.
       server.listen({ host: entryPoint.host || undefined, port: entryPoint.port, backlog: 4096 }, () => {
-        if (this.closing) {
-          server.close();
-          resolve();
-          return;
-        }
         server.removeAllListeners("error");
         server.on("error", (err) =>
           this.log.error("listener error", { entryPoint: entryPoint.name, error: err.message }),
         );
-        this.listeners.set(entryPoint.name, listener);
         const address = server.address();
         const bound =
           address && typeof address === "object"
             ? `${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`
             : String(address);
-        this.announce({ kind: "listening", entryPoint: entryPoint.name, address: bound });
+        this.listening(listener, bound, sockets);
         resolve();
       });
     });
   }
 
-  private accept(socket: Socket, entryPointName: string): void {
+  /** A listener is bound: keep it, unless a shutdown began meanwhile. */
+  private listening(listener: Listener, bound: string, sockets?: "bun" | "node:net"): void {
+    if (this.closing) {
+      listener.close();
+      return;
+    }
+    this.listeners.set(listener.entryPoint.name, listener);
+    this.announce({
+      kind: "listening",
+      entryPoint: listener.entryPoint.name,
+      address: bound,
+      ...(sockets ? { sockets } : {}),
+    });
+  }
+
+  /** A connection on Bun's own sockets: the same pipeline, on a stream over the socket. */
+  private acceptNative(socket: NativeSocket, entryPointName: string): BunSocketStream {
+    this.activeNative.add(socket);
+    const stream = new BunSocketStream(socket);
+    this.accept(stream, entryPointName);
+    return stream;
+  }
+
+  private accept(socket: AcceptedSocket, entryPointName: string): void {
     if (this.closing) {
       socket.destroy();
       return;
@@ -121,8 +196,10 @@ export class ProxyServer {
       socket.destroy();
       return;
     }
-    this.active.add(socket);
-    socket.on("close", this.forgetSocket);
+    if (!(socket instanceof BunSocketStream)) {
+      this.active.add(socket);
+      socket.on("close", this.forgetSocket);
+    }
     handleConnection(socket, { snapshot, entryPoint, log: this.log, challenges: this.challenges }).catch(
       (err: unknown) => {
         socket.destroy();
@@ -148,9 +225,10 @@ export class ProxyServer {
 
   private announce(event: ListenerEvent): void {
     if (this.options.onListener) this.options.onListener(event);
-    else if (event.kind === "listening")
-      this.log.info("listening", { entryPoint: event.entryPoint, address: event.address });
-    else this.log.info("entry point removed", { entryPoint: event.entryPoint });
+    else if (event.kind === "listening") {
+      const { kind: _, ...fields } = event;
+      this.log.info("listening", fields);
+    } else this.log.info("entry point removed", { entryPoint: event.entryPoint });
   }
 
   /** Applies a new, already validated configuration to new connections. */
@@ -163,7 +241,7 @@ export class ProxyServer {
     // Bind new or moved entry points first, so a failure leaves the running configuration untouched.
     const toBind = [...entryPoints.values()].filter((ep) => {
       const current = this.listeners.get(ep.name);
-      return !current || current.configured !== `${ep.host}:${ep.port}`;
+      return !current || current.configured !== this.configuredKey(ep, next);
     });
     const replaced = toBind
       .map((ep) => this.listeners.get(ep.name))
@@ -171,24 +249,24 @@ export class ProxyServer {
     // close() releases the address at once; its callback would wait for the listener's open
     // connections, which keep running on the old configuration, so it is not awaited.
     for (const l of replaced) {
-      l.server.close();
+      l.close();
       this.listeners.delete(l.entryPoint.name);
     }
     const bound: Listener[] = [];
     try {
       for (const ep of toBind) {
-        await this.listen(ep);
+        await this.listen(ep, next);
         const listener = this.listeners.get(ep.name);
         if (listener) bound.push(listener);
       }
     } catch (err) {
       // Back to the running configuration: drop what this reload bound, reopen what it closed.
       for (const l of bound) {
-        l.server.close();
+        l.close();
         this.listeners.delete(l.entryPoint.name);
       }
       for (const l of replaced) {
-        await this.listen(l.entryPoint).catch((again: unknown) =>
+        await this.listen(l.entryPoint, this.snapshot).catch((again: unknown) =>
           this.log.error("cannot listen again on the previous address", {
             entryPoint: l.entryPoint.name,
             error: again instanceof Error ? again.message : String(again),
@@ -199,7 +277,7 @@ export class ProxyServer {
     }
     for (const [name, l] of this.listeners) {
       if (!entryPoints.has(name)) {
-        l.server.close();
+        l.close();
         this.listeners.delete(name);
         this.announce({ kind: "removed", entryPoint: name });
       }
@@ -218,15 +296,14 @@ export class ProxyServer {
     this.stopAccepting();
     // The close callbacks come only after each listener's last connection has closed, so they are
     // awaited after the grace period, not before (that would ignore the bound).
-    const closed = [...this.closingListeners].map(
-      (server) => new Promise<void>((resolve) => server.once("close", () => resolve())),
-    );
+    const closed = [...this.closingListeners].map((listener) => listener.closed());
     const deadline = Date.now() + graceMs;
-    while (this.active.size > 0 && Date.now() < deadline) {
+    while (this.openConnections > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 25));
     }
-    const forced = this.active.size;
+    const forced = this.openConnections;
     for (const socket of this.active) socket.destroy();
+    for (const socket of this.activeNative) socket.end();
     await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, 1_000).unref())]);
     return { forced };
   }
@@ -239,9 +316,10 @@ export class ProxyServer {
     this.closing = true;
     this.health.stop();
     for (const l of this.listeners.values()) {
-      l.server.close();
-      this.closingListeners.add(l.server);
-      l.server.once("close", () => this.closingListeners.delete(l.server));
+      const closed = l.closed();
+      l.close();
+      this.closingListeners.add(l);
+      void closed.then(() => this.closingListeners.delete(l));
     }
     this.listeners.clear();
   }
@@ -253,13 +331,19 @@ export class ProxyServer {
   }
 
   get openConnections(): number {
-    return this.active.size;
+    return this.active.size + this.activeNative.size;
   }
 }
 
 /** A change of what the server listens on. */
 export type ListenerEvent =
-  | { kind: "listening"; entryPoint: string; address: string }
+  | {
+      kind: "listening";
+      entryPoint: string;
+      address: string;
+      /** On Bun: which socket layer the entry point runs on (see useNativeSockets); absent elsewhere. */
+      sockets?: "bun" | "node:net";
+    }
   | { kind: "removed"; entryPoint: string };
 
 export interface ProxyServerOptions {
@@ -268,6 +352,8 @@ export interface ProxyServerOptions {
    * to the primary, which logs each once for all of them (src/cli/serve-primary.ts).
    */
   onListener?: (event: ListenerEvent) => void;
+  /** Workers: every process binds the same ports (SO_REUSEPORT where the runtime's own sockets need it). */
+  sharedPorts?: boolean;
 }
 
 /** A listener that could not bind: the process cannot run as configured (exit 2), not an internal error. */

@@ -6,12 +6,12 @@
  * and reports client-certificate verification correctly (reference/runtimes.md §5).
  */
 import { constants } from "node:crypto";
-import type { Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { TlsOptions } from "../config/model.ts";
 import { CLIENT_AUTH_TYPES } from "../tls/names.ts";
 import { nodeTlsSettings } from "../tls/node-options.ts";
 import { portableCipherString, portableEcdhCurve } from "../tls/runtime-support.ts";
+import type { AcceptedSocket } from "./connection.ts";
 
 export interface ServingCertificate {
   id: string;
@@ -30,9 +30,15 @@ interface Pending {
 /**
  * The raw socket a server-side TLSSocket wraps. Node (and runtimes that reuse its tls code) keep it as
  * `_parent`; it is the one link that survives the socket's closing, when remoteAddress reads undefined.
+ * Bun keeps a stream that is not a `net.Socket` (bun-stream.ts) under a symbol described "kupgraded",
+ * and has no address for it.
  */
 function rawSocketOf(tls: TLSSocket): unknown {
-  return (tls as TLSSocket & { _parent?: unknown })._parent;
+  const parent = (tls as TLSSocket & { _parent?: unknown })._parent;
+  if (parent !== undefined && parent !== null) return parent;
+  const fields = tls as unknown as Record<symbol, unknown>;
+  const upgraded = Object.getOwnPropertySymbols(tls).find((symbol) => symbol.description === "kupgraded");
+  return upgraded ? fields[upgraded] : undefined;
 }
 
 /** One tls.Server: fixed options, certificate and ALPN answer. */
@@ -111,7 +117,7 @@ class Terminator {
     );
   }
 
-  handshake(socket: Socket, peeked: Uint8Array, timeoutMs: number): Promise<HandshakeOutcome> {
+  handshake(socket: AcceptedSocket, peeked: Uint8Array, timeoutMs: number): Promise<HandshakeOutcome> {
     // remoteAddress/remotePort are read now: they read undefined once a socket is closed.
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
     return new Promise((resolve) => {

@@ -2,7 +2,7 @@
  * The built-in `whoami@internal` target: answers every connection with one JSON line saying how it
  * was routed, then closes. It makes routing visible without any backend.
  */
-import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { TLSSocket } from "node:tls";
 import type { ConnectionFacts, Decision } from "../routing/decide.ts";
 import type { AccessRecord } from "./log.ts";
@@ -13,7 +13,7 @@ export const WHOAMI_ADDRESS = "whoami@internal";
 export function whoamiLine(
   decision: Decision,
   facts: ConnectionFacts,
-  client: Socket | TLSSocket,
+  client: Duplex,
   record: AccessRecord,
 ): string {
   const tls = client instanceof TLSSocket ? client : null;

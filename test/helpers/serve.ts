@@ -6,7 +6,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import net from "node:net";
 import { ROOT } from "./cli.ts";
-import { invocation, type Runtime } from "./runtime.ts";
+import { invocation, type Runtime, runtimeUnderTest } from "./runtime.ts";
 
 export interface LogLine {
   time: string;
@@ -38,12 +38,12 @@ export async function startServe(
     env?: NodeJS.ProcessEnv;
     startTimeoutMs?: number;
     expectEntryPoints?: number;
-    /** The runtime serve runs on (default node); for Deno, permissions instead of the documented ones. */
+    /** The runtime serve runs on (default: TLSROUTE_RUNTIME, else node); for Deno, permissions instead of the documented ones. */
     runtime?: Runtime;
     denoFlags?: readonly string[];
   } = {},
 ): Promise<ServeProcess> {
-  const command = invocation(options.runtime ?? "node", ["serve", "--log-format", "json", ...args], options);
+  const command = invocation(options.runtime ?? runtimeUnderTest(), ["serve", "--log-format", "json", ...args], options);
   const child = spawn(command.command, command.args, {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...options.env },

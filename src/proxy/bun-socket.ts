@@ -1,0 +1,150 @@
+/**
+ * Bun's own TCP sockets (`Bun.listen`, `Bun.connect`), typed for the part we use. On Bun they replace
+ * `node:net` at the edges of serve: a connection on them costs a fraction of the memory and CPU of a
+ * `net.Socket` (docs/benchmarks.md, "Reference rows"), which is what the passthrough memory goal needs.
+ *
+ * What differs from `node:net`, measured on Bun 1.4.5 and relied on here and in bun-stream.ts /
+ * bun-tunnel.ts:
+ * - handlers instead of events: one handler object per listener; the per-connection state is the
+ *   socket's `data`, an owner that can change during the connection (a stream adapter, then a tunnel);
+ * - `write()` takes what the kernel accepts and returns how much; the rest is the caller's to keep
+ *   until `drain` (Bun buffers nothing);
+ * - `shutdown()` sends FIN and keeps reading (the half-close); `end()` closes (FIN, no reset), and
+ *   the socket's `close` handler runs before it returns;
+ * - once both sides have sent FIN, the socket closes: the second FIN arrives as `close`, not `end`;
+ * - the chunk a `data` handler gets is its own (not reused by the next read).
+ */
+import { currentRuntime } from "../tls/runtime-support.ts";
+
+/** The part of a Bun TCP socket serve uses. */
+export interface NativeSocket {
+  data: SocketOwner;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  write(data: Uint8Array): number;
+  shutdown(): void;
+  end(): void;
+  pause(): void;
+  resume(): void;
+  setNoDelay(noDelay: boolean): boolean;
+  setKeepAlive(enable: boolean, initialDelayMs: number): boolean;
+}
+
+/** Whoever handles a socket's events now. `open` only for dialled sockets, whose owner exists before. */
+export interface SocketOwner {
+  onData(socket: NativeSocket, chunk: Buffer): void;
+  onEnd(socket: NativeSocket): void;
+  onDrain(socket: NativeSocket): void;
+  onClose(socket: NativeSocket, error: Error | undefined): void;
+  onOpen?(socket: NativeSocket): void;
+  onConnectError?(error: Error): void;
+}
+
+interface Handlers {
+  open(socket: NativeSocket): void;
+  data(socket: NativeSocket, chunk: Buffer): void;
+  end(socket: NativeSocket): void;
+  drain(socket: NativeSocket): void;
+  close(socket: NativeSocket, error?: Error): void;
+  error(socket: NativeSocket, error: Error): void;
+  connectError?(socket: NativeSocket, error: Error): void;
+}
+
+export interface NativeListener {
+  readonly port: number;
+  readonly hostname: string;
+  stop(closeActiveConnections?: boolean): void;
+}
+
+interface BunApi {
+  listen(options: {
+    hostname: string;
+    port: number;
+    allowHalfOpen: boolean;
+    reusePort?: boolean;
+    socket: Handlers;
+  }): NativeListener;
+  connect(options: {
+    hostname: string;
+    port: number;
+    allowHalfOpen: boolean;
+    data: SocketOwner;
+    socket: Handlers;
+  }): Promise<NativeSocket>;
+}
+
+/** Set `TLSROUTE_SOCKETS=node` to keep Bun on `node:net` (to compare, or if its sockets misbehave). */
+export const SOCKETS_ENV = "TLSROUTE_SOCKETS";
+
+/** Bun's socket API when serve should use it: on Bun, unless `TLSROUTE_SOCKETS=node`. */
+export function nativeSockets(): BunApi | null {
+  if (currentRuntime() !== "bun" || process.env[SOCKETS_ENV] === "node") return null;
+  return (globalThis as unknown as { Bun: BunApi }).Bun;
+}
+
+export interface AcceptCallbacks {
+  /** A new connection: its first owner. */
+  accept(socket: NativeSocket): SocketOwner;
+  /** The connection closed, whoever owned it last. */
+  closed(socket: NativeSocket): void;
+}
+
+/** The listener's handlers: an accepted socket gets its owner from `accept`, then every event goes to the owner. */
+function acceptHandlers(callbacks: AcceptCallbacks): Handlers {
+  const close = (socket: NativeSocket, error?: Error): void => {
+    callbacks.closed(socket);
+    socket.data.onClose(socket, error);
+  };
+  return {
+    open(socket) {
+      socket.data = callbacks.accept(socket);
+    },
+    data: (socket, chunk) => socket.data.onData(socket, chunk),
+    end: (socket) => socket.data.onEnd(socket),
+    drain: (socket) => socket.data.onDrain(socket),
+    close,
+    // Whether Bun follows an error with a close varies: owners take a second close as a no-op.
+    error: close,
+  };
+}
+
+/** One set for every dialled socket: their owner is set at connect time. */
+const dialHandlers: Handlers = {
+  open: (socket) => socket.data.onOpen?.(socket),
+  data: (socket, chunk) => socket.data.onData(socket, chunk),
+  end: (socket) => socket.data.onEnd(socket),
+  drain: (socket) => socket.data.onDrain(socket),
+  close: (socket, error) => socket.data.onClose(socket, error),
+  error: (socket, error) => socket.data.onClose(socket, error),
+  // A name that does not resolve fails before the socket has its data: the promise reports that one.
+  connectError: (socket, error) => socket.data?.onConnectError?.(error),
+};
+
+/** Listens with half-open connections allowed; under --workers every worker binds the same port. */
+export function listenNative(
+  bun: BunApi,
+  host: string,
+  port: number,
+  sharedPort: boolean,
+  callbacks: AcceptCallbacks,
+): NativeListener {
+  return bun.listen({
+    // "" (every interface) is "::" as for node:net: IPv6 and IPv4-mapped connections alike.
+    hostname: host || "::",
+    port,
+    allowHalfOpen: true,
+    ...(sharedPort ? { reusePort: true } : {}),
+    socket: acceptHandlers(callbacks),
+  });
+}
+
+/** Dials host:port; the owner gets `onOpen` or `onConnectError` (the promise is only for errors nobody else sees). */
+export function connectNative(bun: BunApi, host: string, port: number, owner: SocketOwner): void {
+  bun
+    .connect({ hostname: host, port, allowHalfOpen: true, data: owner, socket: dialHandlers })
+    .catch((error: unknown) =>
+      owner.onConnectError?.(error instanceof Error ? error : new Error(String(error))),
+    );
+}

@@ -1,0 +1,135 @@
+/**
+ * A Bun socket seen as a `node:stream` Duplex with the address fields of a `net.Socket`, so that the
+ * connection pipeline (peek, PostgreSQL negotiation, PROXY header, alerts) and the TLS server
+ * (`emit('connection')`) work on it unchanged. A connection that ends up relayed to a plain backend
+ * leaves the stream with `detach()`: from then on its socket belongs to a native tunnel
+ * (bun-tunnel.ts) and the stream object can be collected.
+ */
+import { Duplex } from "node:stream";
+import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
+
+export interface Detached {
+  socket: NativeSocket;
+  /** Bytes the stream had read and nobody consumed: they go first. */
+  unread: Buffer | null;
+  /** Whether the client's end of stream was already read. */
+  ended: boolean;
+}
+
+export class BunSocketStream extends Duplex implements SocketOwner {
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  private socket: NativeSocket | null;
+  /** A write the kernel took only part of: the rest, and the callback that waits for it. */
+  private pending: { bytes: Uint8Array; callback: (error?: Error | null) => void } | null = null;
+  /** `_final` came while a write was pending: the FIN follows the last byte. */
+  private finalCallback: ((error?: Error | null) => void) | null = null;
+  private readEnded = false;
+
+  constructor(socket: NativeSocket) {
+    super({ allowHalfOpen: true });
+    this.socket = socket;
+    // Read once: Bun's getters answer nothing after the close, and the access line needs them.
+    this.remoteAddress = socket.remoteAddress;
+    this.remotePort = socket.remotePort;
+    this.localAddress = socket.localAddress;
+    this.localPort = socket.localPort;
+  }
+
+  setNoDelay(noDelay = true): this {
+    this.socket?.setNoDelay(noDelay);
+    return this;
+  }
+
+  setKeepAlive(enable = false, initialDelayMs = 0): this {
+    this.socket?.setKeepAlive(enable, initialDelayMs);
+    return this;
+  }
+
+  // ----- SocketOwner: the socket's events --------------------------------------------------------
+  onData(socket: NativeSocket, chunk: Buffer): void {
+    // A full read buffer stops the socket until the reader asks for more (_read).
+    if (!this.push(chunk)) socket.pause();
+  }
+
+  onEnd(): void {
+    this.readEnded = true;
+    this.push(null);
+  }
+
+  onDrain(socket: NativeSocket): void {
+    const pending = this.pending;
+    if (!pending) return;
+    const written = socket.write(pending.bytes);
+    if (written < pending.bytes.length) {
+      pending.bytes = pending.bytes.subarray(written);
+      return;
+    }
+    this.pending = null;
+    pending.callback();
+    if (this.finalCallback) this.shutdownNow(this.finalCallback);
+  }
+
+  onClose(_socket: NativeSocket, error: Error | undefined): void {
+    this.socket = null;
+    if (error) this.destroy(error);
+    else {
+      // Both FINs exchanged (Bun reports the second as close): what was not read as 'end' ends now.
+      if (!this.readEnded) this.onEnd();
+      this.destroy();
+    }
+  }
+
+  // ----- Duplex ----------------------------------------------------------------------------------
+  override _read(): void {
+    this.socket?.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const socket = this.socket;
+    if (!socket) {
+      callback(new Error("the connection is closed"));
+      return;
+    }
+    const written = socket.write(chunk);
+    if (written >= chunk.length) callback();
+    else this.pending = { bytes: chunk.subarray(written), callback };
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (this.pending) this.finalCallback = callback;
+    else this.shutdownNow(callback);
+  }
+
+  private shutdownNow(callback: (error?: Error | null) => void): void {
+    this.finalCallback = null;
+    this.socket?.shutdown();
+    callback();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const socket = this.socket;
+    this.socket = null;
+    // end(), not terminate(): a close, as net.Socket's destroy() does, not a reset.
+    socket?.end();
+    callback(error);
+  }
+
+  /**
+   * Hands the socket over to `next` (which gets every event from now on), with the bytes read and not
+   * consumed. Null when the stream can no longer give it up: closed, or a write still pending.
+   */
+  detach(next: SocketOwner): Detached | null {
+    const socket = this.socket;
+    if (!socket || this.pending || this.destroyed) return null;
+    const unread = this.readableLength > 0 ? (this.read() as Buffer | null) : null;
+    socket.data = next;
+    this.socket = null;
+    const detached: Detached = { socket, unread, ended: this.readEnded };
+    // The stream says goodbye like a closed socket would, so whoever tracks it lets go.
+    this.destroy();
+    return detached;
+  }
+}

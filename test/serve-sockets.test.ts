@@ -1,0 +1,377 @@
+/**
+ * Entry points whose routers never terminate TLS: passthrough and plain TCP. On Bun they run on Bun's
+ * own sockets (src/proxy/bun-socket.ts, bun-tunnel.ts) instead of node:net; this suite checks, on
+ * whichever runtime `TLSROUTE_RUNTIME` names, what a user of such an entry point relies on: the
+ * backend's own certificate, half-close both ways after a large upload into a backend that reads
+ * late (backpressure), server-first protocols, failover and an unreachable service, the PROXY header
+ * to the backend, terminationDelay, the drain on SIGTERM, and a reload that adds a terminating router
+ * to such an entry point (on Bun it moves to node:net, whose TLS carries a half-close).
+ */
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import tls from "node:tls";
+import { hello, modernExtensions } from "./helpers/hello.ts";
+import { type IssuedCert, makePki } from "./helpers/pki.ts";
+import { runtimeUnderTest } from "./helpers/runtime.ts";
+import { sleep, waitUntil } from "./helpers/scratch.ts";
+import { type ServeProcess, startServe } from "./helpers/serve.ts";
+
+const RUNTIME = runtimeUnderTest();
+const HOST = "127.0.0.1";
+const UPLOAD = 8 * 1024 * 1024;
+
+interface Backends {
+  tlsPort: number;
+  greeterPort: number;
+  headerPort: number;
+  silentPort: number;
+  closedPort: number;
+  servers: net.Server[];
+  /** Sockets the silent backend holds (it never closes them itself). */
+  silentSockets: net.Socket[];
+}
+
+function listen(server: net.Server): Promise<number> {
+  return new Promise((resolve) =>
+    server.listen(0, HOST, () => resolve((server.address() as net.AddressInfo).port)),
+  );
+}
+
+async function startBackends(cert: IssuedCert): Promise<Backends> {
+  // TLS backend: reads nothing for 300 ms (the proxy must hold the sender back), then counts every
+  // byte and answers "done:N" after the client's end, still able to write (half-close). Its services
+  // give it more than that 300 ms to answer after the client's end (terminationDelay).
+  const tlsServer = tls.createServer(
+    { cert: cert.certPem, key: cert.keyPem, allowHalfOpen: true },
+    (socket) => {
+      let received = 0;
+      socket.pause();
+      setTimeout(() => socket.resume(), 300);
+      socket.on("data", (chunk: Buffer) => {
+        received += chunk.length;
+      });
+      socket.on("end", () => socket.end(`done:${received}\n`));
+      socket.on("error", () => socket.destroy());
+    },
+  );
+  // A server-first protocol: it speaks before the client does, then echoes.
+  const greeter = net.createServer({ allowHalfOpen: true }, (socket) => {
+    socket.write("hello from greeter\n");
+    socket.pipe(socket);
+    socket.on("error", () => socket.destroy());
+  });
+  // Answers with the first line it got: the PROXY header the proxy sent.
+  const header = net.createServer((socket) => {
+    let text = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+      const end = text.indexOf("\r\n");
+      if (end >= 0) socket.end(`${text.slice(0, end)}\n`);
+    });
+    socket.on("error", () => socket.destroy());
+  });
+  // Reads and never answers nor closes: only terminationDelay ends such a tunnel.
+  const silentSockets: net.Socket[] = [];
+  const silent = net.createServer({ allowHalfOpen: true }, (socket) => {
+    silentSockets.push(socket);
+    socket.resume();
+    socket.on("error", () => socket.destroy());
+  });
+  const closed = net.createServer();
+  const closedPort = await listen(closed);
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const servers = [tlsServer, greeter, header, silent];
+  const [tlsPort, greeterPort, headerPort, silentPort] = await Promise.all(servers.map(listen));
+  return {
+    tlsPort: tlsPort!,
+    greeterPort: greeterPort!,
+    headerPort: headerPort!,
+    silentPort: silentPort!,
+    closedPort,
+    servers,
+    silentSockets,
+  };
+}
+
+function configText(b: Backends, terminatingRouter: boolean): string {
+  return `entryPoints:
+  pass:
+    address: "127.0.0.1:0"
+    transport:
+      lifeCycle:
+        graceTimeOut: 1s
+  tcp:
+    address: "127.0.0.1:0"
+    transport:
+      lifeCycle:
+        graceTimeOut: 1s
+tcp:
+  routers:
+    a:
+      entryPoints: [pass]
+      rule: "HostSNI(\`a.test\`)"
+      service: a
+      tls: { passthrough: true }
+    failover:
+      entryPoints: [pass]
+      rule: "HostSNI(\`b.test\`)"
+      service: failover
+      tls: { passthrough: true }
+    down:
+      entryPoints: [pass]
+      rule: "HostSNI(\`down.test\`)"
+      service: down
+      tls: { passthrough: true }
+    held:
+      entryPoints: [pass]
+      rule: "HostSNI(\`held.test\`)"
+      service: held
+      tls: { passthrough: true }
+    header:
+      entryPoints: [pass]
+      rule: "HostSNI(\`*\`)"
+      service: header
+    greeter:
+      entryPoints: [tcp]
+      rule: "HostSNI(\`*\`)"
+      service: greeter
+${
+  terminatingRouter
+    ? `    whoami:
+      entryPoints: [pass]
+      rule: "HostSNI(\`who.test\`)"
+      service: whoami
+      tls: {}
+`
+    : ""
+}  services:
+    a:
+      loadBalancer:
+        terminationDelay: 5000
+        servers: [{ address: "127.0.0.1:${b.tlsPort}" }]
+    failover:
+      loadBalancer:
+        terminationDelay: 5000
+        servers: [{ address: "127.0.0.1:${b.closedPort}" }, { address: "127.0.0.1:${b.tlsPort}" }]
+    down:
+      loadBalancer:
+        servers: [{ address: "127.0.0.1:${b.closedPort}" }]
+    held:
+      loadBalancer:
+        terminationDelay: 300
+        servers: [{ address: "127.0.0.1:${b.silentPort}" }]
+    header:
+      loadBalancer:
+        proxyProtocol: { version: 1 }
+        servers: [{ address: "127.0.0.1:${b.headerPort}" }]
+    greeter:
+      loadBalancer:
+        servers: [{ address: "127.0.0.1:${b.greeterPort}" }]
+    whoami:
+      loadBalancer:
+        servers: [{ address: whoami@internal }]
+`;
+}
+
+function fingerprint(pem: string): string {
+  return new X509Certificate(pem).fingerprint256;
+}
+
+/** TLS through the proxy: `bytes` zeros, then end; resolves with the answer and the certificate seen. */
+function uploadThenEnd(port: number, servername: string, ca: string, bytes: number) {
+  return new Promise<{ reply: string; certificate: string }>((resolve, reject) => {
+    const socket = tls.connect({ host: HOST, port, servername, ca });
+    let reply = "";
+    let certificate = "";
+    socket.on("secureConnect", () => {
+      certificate = socket.getPeerX509Certificate()?.fingerprint256 ?? "";
+      socket.end(Buffer.alloc(bytes));
+    });
+    socket.setEncoding("utf8");
+    socket.on("data", (text: string) => {
+      reply += text;
+    });
+    socket.on("close", () => resolve({ reply, certificate }));
+    socket.on("error", reject);
+    setTimeout(
+      () => reject(new Error(`no answer within 20 s (${reply.length} bytes so far)`)),
+      20_000,
+    ).unref();
+  });
+}
+
+/**
+ * A plain TCP exchange: sends `first` (if any; `endAfter` half-closes after it) and reads until the
+ * proxy closes, or until `until` matches. The client ends its side when the proxy ends its own.
+ */
+function plainExchange(
+  port: number,
+  first: string | Uint8Array | null,
+  options: { until?: RegExp; endAfter?: boolean } = {},
+) {
+  return new Promise<{ text: string; closed: boolean }>((resolve, reject) => {
+    const socket = net.connect({ host: HOST, port, allowHalfOpen: true }, () => {
+      if (first !== null && options.endAfter) socket.end(first);
+      else if (first !== null) socket.write(first);
+    });
+    let text = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+      if (options.until?.test(text)) {
+        socket.destroy();
+        resolve({ text, closed: false });
+      }
+    });
+    socket.on("end", () => socket.end());
+    socket.on("close", () => resolve({ text, closed: true }));
+    socket.on("error", reject);
+  });
+}
+
+describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "tlsroute-sockets-"));
+  const configFile = path.join(dir, "tlsroute.yml");
+  let backends: Backends;
+  let cert: IssuedCert;
+  let serve: ServeProcess;
+
+  before(async () => {
+    const pki = makePki(path.join(dir, "pki"));
+    cert = pki.selfSigned({ cn: "a.test", dns: ["a.test", "b.test", "down.test"] });
+    backends = await startBackends(cert);
+    writeFileSync(configFile, configText(backends, false));
+    serve = await startServe(["-c", configFile], { expectEntryPoints: 2 });
+  });
+
+  after(async () => {
+    await serve?.stop("SIGKILL").catch(() => undefined);
+    for (const socket of backends?.silentSockets ?? []) socket.destroy();
+    for (const server of backends?.servers ?? []) server.close();
+  });
+
+  it("says which socket layer each entry point runs on (Bun's own sockets on Bun)", () => {
+    for (const name of ["pass", "tcp"]) {
+      const line = serve.lines.find((l) => l.msg === "listening" && l.entryPoint === name);
+      assert.ok(line, `no listening line for ${name}`);
+      assert.equal(line.sockets, RUNTIME === "bun" ? "bun" : undefined, JSON.stringify(line));
+    }
+  });
+
+  it("passthrough: the backend's certificate, 8 MiB into a backend that reads late, half-close both ways", async () => {
+    const result = await uploadThenEnd(serve.ports.get("pass")!, "a.test", cert.certPem, UPLOAD);
+    assert.equal(result.reply, `done:${UPLOAD}\n`);
+    assert.equal(result.certificate, fingerprint(cert.certPem));
+    const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "a", 5000);
+    assert.equal(access.reason, "closed");
+    assert.equal(access.mode, "passthrough");
+    assert.equal(access.server, `127.0.0.1:${backends.tlsPort}`);
+    // The encrypted upload and the TLS overhead around it.
+    assert.ok(Number(access.bytesIn) > UPLOAD, `bytesIn ${String(access.bytesIn)}`);
+    assert.ok(Number(access.bytesOut) > 0);
+  });
+
+  it("a server-first protocol gets its backend's greeting before sending a byte, then an echo", async () => {
+    const greeting = await plainExchange(serve.ports.get("tcp")!, null, { until: /greeter\n/ });
+    assert.equal(greeting.text, "hello from greeter\n");
+    const echoed = await plainExchange(serve.ports.get("tcp")!, "ping\n", { until: /ping\n/ });
+    assert.equal(echoed.text, "hello from greeter\nping\n");
+    const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "greeter", 5000);
+    assert.equal(access.mode, "tcp");
+  });
+
+  it("a refused server is skipped for the next one; a service with none left is backend_unreachable", async () => {
+    for (let i = 0; i < 3; i++) {
+      const result = await uploadThenEnd(serve.ports.get("pass")!, "b.test", cert.certPem, 1000);
+      assert.equal(result.reply, "done:1000\n");
+    }
+    await waitUntil(
+      "three access lines",
+      () => serve.accessLines().filter((l) => l.router === "failover").length >= 3,
+    );
+    const routed = serve.accessLines().filter((l) => l.router === "failover");
+    assert.equal(routed.length, 3);
+    for (const line of routed) assert.equal(line.server, `127.0.0.1:${backends.tlsPort}`);
+
+    await assert.rejects(uploadThenEnd(serve.ports.get("pass")!, "down.test", cert.certPem, 10));
+    const down = await serve.waitFor((l) => l.msg === "connection" && l.router === "down", 5000);
+    assert.equal(down.reason, "backend_unreachable");
+    assert.match(String(down.detail), new RegExp(`127\\.0\\.0\\.1:${backends.closedPort}: .*ECONNREFUSED`));
+  });
+
+  it("sends the PROXY header first: the backend sees the client's address and the entry point's", async () => {
+    const port = serve.ports.get("pass")!;
+    const result = await plainExchange(port, "ping\r\n");
+    const match = /^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 (\d+) (\d+)\n$/.exec(result.text);
+    assert.ok(match, JSON.stringify(result.text));
+    assert.equal(Number(match[2]), port);
+    const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "header", 5000);
+    assert.equal(access.client, `127.0.0.1:${match[1]}`);
+  });
+
+  it("terminationDelay: after the client's end, a backend that never ends is cut", async () => {
+    const bytes = hello({ extensions: modernExtensions("held.test") });
+    const started = Date.now();
+    const result = await plainExchange(serve.ports.get("pass")!, bytes, { endAfter: true });
+    assert.equal(result.closed, true);
+    const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "held", 5000);
+    assert.equal(access.bytesIn, bytes.length);
+    assert.ok(Date.now() - started < 10_000);
+    assert.ok(backends.silentSockets.length >= 1, "the silent backend got the connection");
+  });
+
+  it("a reload adding a terminating router serves it at once (on Bun: the entry point moves to node:net)", async () => {
+    writeFileSync(configFile, configText(backends, true));
+    serve.child.kill("SIGHUP");
+    await serve.waitFor((l) => l.msg === "configuration reloaded", 10_000);
+    const pass = serve.lines.filter((l) => l.msg === "listening" && l.entryPoint === "pass");
+    if (RUNTIME === "bun") assert.equal(pass.at(-1)?.sockets, "node:net");
+    const port = Number(String(pass.at(-1)!.address).split(":").at(-1));
+    const line = await new Promise<string>((resolve, reject) => {
+      const socket = tls.connect(
+        { host: HOST, port, servername: "who.test", rejectUnauthorized: false },
+        () => socket.end(),
+      );
+      let text = "";
+      socket.setEncoding("utf8");
+      socket.on("data", (chunk: string) => {
+        text += chunk;
+      });
+      socket.on("close", () => resolve(text));
+      socket.on("error", reject);
+    });
+    assert.equal((JSON.parse(line) as { router: string }).router, "whoami");
+    // Passthrough still works on the new listener.
+    const result = await uploadThenEnd(port, "a.test", cert.certPem, 100_000);
+    assert.equal(result.reply, "done:100000\n");
+  });
+
+  it("SIGTERM waits for an open tunnel up to graceTimeOut, then closes it and stops", async () => {
+    const port = Number(
+      String(serve.lines.filter((l) => l.msg === "listening" && l.entryPoint === "pass").at(-1)!.address)
+        .split(":")
+        .at(-1),
+    );
+    const socket = tls.connect({ host: HOST, port, servername: "a.test", ca: cert.certPem });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", () => resolve());
+      socket.once("error", reject);
+    });
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.on("error", () => undefined);
+    await sleep(100);
+    const code = serve.stop("SIGTERM", 10_000);
+    const shutting = await serve.waitFor((l) => l.msg === "shutting down", 5000);
+    assert.equal(shutting.openConnections, 1);
+    await closed;
+    assert.equal(await code, 0);
+    const stopped = serve.lines.find((l) => l.msg === "stopped");
+    assert.equal(stopped?.forcedConnections, 1);
+  });
+});
