@@ -64,7 +64,7 @@ export class BunSocketStream extends Duplex implements SocketOwner {
     if (!pending) return;
     const written = socket.write(pending.bytes);
     if (written < pending.bytes.length) {
-      pending.bytes = pending.bytes.subarray(written);
+      pending.bytes = pending.bytes.subarray(Math.max(0, written));
       return;
     }
     this.pending = null;
@@ -94,7 +94,9 @@ export class BunSocketStream extends Duplex implements SocketOwner {
       return;
     }
     const written = socket.write(chunk);
-    if (written >= chunk.length) callback();
+    // Bun answers -1 for a socket that is closing: its close comes next and ends the stream.
+    if (written < 0) callback(new Error("the connection is closed"));
+    else if (written >= chunk.length) callback();
     else this.pending = { bytes: chunk.subarray(written), callback };
   }
 
