@@ -84,9 +84,17 @@ export function nativeSockets(): BunApi | null {
   return (globalThis as unknown as { Bun: BunApi }).Bun;
 }
 
+/** The owner of a socket being closed without ever being served (accepted during shutdown). */
+export const CLOSED_OWNER: SocketOwner = {
+  onData: () => undefined,
+  onEnd: () => undefined,
+  onDrain: () => undefined,
+  onClose: () => undefined,
+};
+
 export interface AcceptCallbacks {
-  /** A new connection: its first owner. */
-  accept(socket: NativeSocket): SocketOwner;
+  /** A new connection: sets its first owner (`socket.data`) before anything else happens to it. */
+  accept(socket: NativeSocket): void;
   /** The connection closed, whoever owned it last. */
   closed(socket: NativeSocket): void;
 }
@@ -98,9 +106,7 @@ function acceptHandlers(callbacks: AcceptCallbacks): Handlers {
     socket.data.onClose(socket, error);
   };
   return {
-    open(socket) {
-      socket.data = callbacks.accept(socket);
-    },
+    open: (socket) => callbacks.accept(socket),
     data: (socket, chunk) => socket.data.onData(socket, chunk),
     end: (socket) => socket.data.onEnd(socket),
     drain: (socket) => socket.data.onDrain(socket),

@@ -7,6 +7,7 @@
  */
 import { Duplex } from "node:stream";
 import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
+import type { ProxyAddresses } from "./dial.ts";
 
 export interface Detached {
   socket: NativeSocket;
@@ -28,14 +29,14 @@ export class BunSocketStream extends Duplex implements SocketOwner {
   private finalCallback: ((error?: Error | null) => void) | null = null;
   private readEnded = false;
 
-  constructor(socket: NativeSocket) {
+  /** `addresses`: the socket's, read at accept (Bun's getters answer nothing once it is closed). */
+  constructor(socket: NativeSocket, addresses: ProxyAddresses) {
     super({ allowHalfOpen: true });
     this.socket = socket;
-    // Read once: Bun's getters answer nothing after the close, and the access line needs them.
-    this.remoteAddress = socket.remoteAddress;
-    this.remotePort = socket.remotePort;
-    this.localAddress = socket.localAddress;
-    this.localPort = socket.localPort;
+    this.remoteAddress = addresses.src?.ip ?? "";
+    this.remotePort = addresses.src?.port ?? 0;
+    this.localAddress = addresses.dst?.ip ?? "";
+    this.localPort = addresses.dst?.port ?? 0;
   }
 
   setNoDelay(noDelay = true): this {
@@ -120,14 +121,14 @@ export class BunSocketStream extends Duplex implements SocketOwner {
   }
 
   /**
-   * Hands the socket over to `next` (which gets every event from now on), with the bytes read and not
-   * consumed. Null when the stream can no longer give it up: closed, or a write still pending.
+   * Gives the socket up, with the bytes read and not consumed; the caller makes itself the socket's
+   * owner (`socket.data`) before returning to the event loop. Null when the stream can no longer give
+   * it up: closed, or a write still pending.
    */
-  detach(next: SocketOwner): Detached | null {
+  detach(): Detached | null {
     const socket = this.socket;
     if (!socket || this.pending || this.destroyed) return null;
     const unread = this.readableLength > 0 ? (this.read() as Buffer | null) : null;
-    socket.data = next;
     this.socket = null;
     const detached: Detached = { socket, unread, ended: this.readEnded };
     // The stream says goodbye like a closed socket would, so whoever tracks it lets go.

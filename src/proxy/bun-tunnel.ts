@@ -10,7 +10,7 @@
 
 import { encodeProxyHeader } from "../wire/proxy-protocol.ts";
 import { connectNative, type NativeSocket, nativeSockets, type SocketOwner } from "./bun-socket.ts";
-import type { BunSocketStream } from "./bun-stream.ts";
+import type { Detached } from "./bun-stream.ts";
 import type { DialFailure, ProxyAddresses, ResolvedTransport } from "./dial.ts";
 import { splitHostPort, tcpFailure } from "./dial.ts";
 import type { RelayResult, RelaySide } from "./relay.ts";
@@ -128,8 +128,8 @@ export function dialNative(
 
 /** One socket of a tunnel and what is still owed to it. */
 class Side {
-  /** Bytes for this socket that the kernel has not taken yet, oldest first. */
-  queue: Uint8Array[] = [];
+  /** Bytes for this socket that the kernel has not taken yet, oldest first (null while none). */
+  queue: Uint8Array[] | null = null;
   /** Its peer's end of stream was read. */
   ended = false;
   /** We sent it our FIN (or will once the queue is written: shutdownDue). */
@@ -146,29 +146,28 @@ class Side {
   ) {}
 }
 
+/**
+ * Both sockets' owner. What an idle tunnel holds is kept to this object, its two sides and the
+ * callback: no promise, no result object before the end (an idle connection costs what it keeps).
+ */
 class Tunnel implements SocketOwner {
-  /** Set by start(), when the client's socket is taken from its stream. */
-  private client!: Side;
+  private readonly client: Side;
   private readonly backend: Side;
-  private readonly result: RelayResult = {
-    bytesFromClient: 0,
-    bytesFromBackend: 0,
-    error: null,
-    firstClose: "error",
-    cutBy: null,
-    errorSide: null,
-    assumedEnd: null,
-  };
-  private firstDecided = false;
+  private firstClose: RelayResult["firstClose"] | null = null;
+  private error: Error | null = null;
+  private errorSide: RelaySide | null = null;
+  private cutBy: RelayResult["cutBy"] = null;
   private terminationTimer: ReturnType<typeof setTimeout> | null = null;
-  private resolved = false;
+  private done = false;
 
   constructor(
-    private readonly backendDial: NativeBackend,
+    client: NativeSocket,
+    backend: NativeSocket,
     private readonly terminationDelayMs: number,
-    private readonly resolve: (result: RelayResult) => void,
+    private readonly onDone: (result: RelayResult) => void,
   ) {
-    this.backend = new Side("backend", backendDial.socket);
+    this.client = new Side("client", client);
+    this.backend = new Side("backend", backend);
   }
 
   private sideOf(socket: NativeSocket): Side {
@@ -180,14 +179,14 @@ class Tunnel implements SocketOwner {
   }
 
   /** Copies a chunk read on `from` to the other socket, queueing what the kernel does not take. */
-  forward(from: Side, chunk: Uint8Array): void {
+  private forward(from: Side, chunk: Uint8Array): void {
     from.bytesRead += chunk.length;
     const to = this.other(from);
     if (to.closed || to.shut || to.shutdownDue) return;
-    if (to.queue.length === 0) {
+    if (to.queue === null) {
       const written = to.socket.write(chunk);
       if (written >= chunk.length) return;
-      to.queue.push(chunk.subarray(Math.max(0, written)));
+      to.queue = [chunk.subarray(Math.max(0, written))];
     } else to.queue.push(chunk);
     if (!from.paused && !from.ended) {
       from.paused = true;
@@ -201,15 +200,18 @@ class Tunnel implements SocketOwner {
 
   onDrain(socket: NativeSocket): void {
     const to = this.sideOf(socket);
-    while (to.queue.length > 0) {
-      const chunk = to.queue[0]!;
+    const queue = to.queue;
+    if (queue === null) return;
+    while (queue.length > 0) {
+      const chunk = queue[0]!;
       const written = socket.write(chunk);
       if (written < chunk.length) {
-        to.queue[0] = chunk.subarray(Math.max(0, written));
+        queue[0] = chunk.subarray(Math.max(0, written));
         return;
       }
-      to.queue.shift();
+      queue.shift();
     }
+    to.queue = null;
     if (to.shutdownDue) this.shutdown(to);
     const from = this.other(to);
     if (from.paused) {
@@ -231,14 +233,11 @@ class Tunnel implements SocketOwner {
   private ended(side: Side): void {
     if (side.ended) return;
     side.ended = true;
-    if (!this.firstDecided) {
-      this.firstDecided = true;
-      this.result.firstClose = side.name;
-    }
+    this.firstClose ??= side.name;
     // Propagate the EOF once everything before it is written: the peer may still answer.
     const peer = this.other(side);
     if (!peer.closed && !peer.shut) {
-      if (peer.queue.length === 0) this.shutdown(peer);
+      if (peer.queue === null) this.shutdown(peer);
       else peer.shutdownDue = true;
     }
     if (peer.ended) {
@@ -251,7 +250,7 @@ class Tunnel implements SocketOwner {
       this.terminationTimer = setTimeout(() => {
         this.terminationTimer = null;
         if (peer.ended) return;
-        this.result.cutBy ??= "terminationDelay";
+        this.cutBy ??= "terminationDelay";
         this.closeBoth();
       }, this.terminationDelayMs);
       this.terminationTimer.unref?.();
@@ -263,58 +262,47 @@ class Tunnel implements SocketOwner {
     if (side.closed) return;
     side.closed = true;
     if (error) {
-      if (!this.result.error) {
-        this.result.error = error;
-        this.result.errorSide = side.name;
+      if (!this.error) {
+        this.error = error;
+        this.errorSide = side.name;
       }
-      this.decideFirst("error");
+      this.firstClose ??= "error";
       this.closeBoth();
-    } else if (!side.ended && side.shut && side.queue.length === 0) {
+    } else if (!side.ended && side.shut && side.queue === null) {
       // Bun reports the peer's FIN after ours as the close: a clean end of that direction.
       this.ended(side);
-    } else if (!side.ended || side.queue.length > 0) {
+    } else if (!side.ended || side.queue !== null) {
       // Closed without its end, or before taking what it was owed: the tunnel goes with it.
-      this.decideFirst("error");
+      this.firstClose ??= "error";
       this.closeBoth();
     }
     if (this.client.closed && this.backend.closed) this.finish();
   }
 
-  private decideFirst(how: "error"): void {
-    if (this.firstDecided) return;
-    this.firstDecided = true;
-    this.result.firstClose = how;
-  }
-
   /** Closes both sockets (each close comes back through onClose). */
-  closeBoth(): void {
+  private closeBoth(): void {
     if (this.terminationTimer) clearTimeout(this.terminationTimer);
     this.terminationTimer = null;
     for (const side of [this.client, this.backend]) if (!side.closed) side.socket.end();
   }
 
   private finish(): void {
-    if (this.resolved) return;
-    this.resolved = true;
+    if (this.done) return;
+    this.done = true;
     if (this.terminationTimer) clearTimeout(this.terminationTimer);
-    this.result.bytesFromClient = this.client.bytesRead;
-    this.result.bytesFromBackend = this.backend.bytesRead;
-    this.resolve(this.result);
+    this.onDone({
+      bytesFromClient: this.client.bytesRead,
+      bytesFromBackend: this.backend.bytesRead,
+      error: this.error,
+      firstClose: this.firstClose ?? "error",
+      cutBy: this.cutBy,
+      errorSide: this.errorSide,
+      assumedEnd: null,
+    });
   }
 
-  /** Takes both sockets and starts relaying: the peeked bytes first, then what the stream had read. */
-  start(stream: BunSocketStream, firstBytes: Uint8Array): void {
-    const backend = this.backendDial;
-    const client = stream.detach(this);
-    if (!client) {
-      // The client left while the backend was being dialled: nothing to relay.
-      backend.socket.end();
-      this.resolved = true;
-      this.resolve(this.result);
-      return;
-    }
-    this.client = new Side("client", client.socket);
-    backend.socket.data = this;
+  /** Starts relaying: the peeked bytes first, then what the stream had read, then both sockets read. */
+  start(client: Detached, backend: NativeBackend, firstBytes: Uint8Array): void {
     if (firstBytes.length > 0) {
       this.forward(this.client, firstBytes);
       this.client.bytesRead -= firstBytes.length;
@@ -330,15 +318,33 @@ class Tunnel implements SocketOwner {
 }
 
 /**
- * Relays between a client taken from its stream and a backend dialled natively, until both are
- * closed. `firstBytes` (the peeked ClientHello) go to the backend before anything else and are not
- * counted. Never rejects; a client already gone ends it at once, as relay() does.
+ * Relays between a client's socket (null: it left while the backend was dialled) and a backend
+ * dialled natively, until both are closed; then `onDone` gets the result. `firstBytes` (the peeked
+ * ClientHello) go to the backend before anything else and are not counted.
  */
 export function relayNative(
-  client: BunSocketStream,
+  client: Detached | null,
   backend: NativeBackend,
   firstBytes: Uint8Array,
   terminationDelayMs: number,
-): Promise<RelayResult> {
-  return new Promise((resolve) => new Tunnel(backend, terminationDelayMs, resolve).start(client, firstBytes));
+  onDone: (result: RelayResult) => void,
+): void {
+  if (!client) {
+    // Nothing to relay, as relay() does for a client handed over dead.
+    backend.socket.end();
+    onDone({
+      bytesFromClient: 0,
+      bytesFromBackend: 0,
+      error: null,
+      firstClose: "error",
+      cutBy: null,
+      errorSide: null,
+      assumedEnd: null,
+    });
+    return;
+  }
+  const tunnel = new Tunnel(client.socket, backend.socket, terminationDelayMs, onDone);
+  client.socket.data = tunnel;
+  backend.socket.data = tunnel;
+  tunnel.start(client, backend, firstBytes);
 }

@@ -20,8 +20,8 @@ import {
 } from "../wire/postgres.ts";
 import { decodeProxyHeader } from "../wire/proxy-protocol.ts";
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
+import { fitsBunTunnel, tunnelOnBun } from "./bun-connection.ts";
 import { BunSocketStream } from "./bun-stream.ts";
-import { dialNative, relayNative } from "./bun-tunnel.ts";
 import { type DialFailure, dialServer, type ProxyAddresses } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
 import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
@@ -44,6 +44,8 @@ export interface ConnectionEnv {
   log: Logger;
   /** TLS-ALPN-01 challenge certificates of orders in progress (process-wide, not per snapshot). */
   challenges: ChallengeStore;
+  /** `performance.now()` at accept, when the connection was accepted before this pipeline took it. */
+  acceptedAt?: number;
 }
 
 /** One connection's environment plus who it is from: the socket peer, or a trusted PROXY header's source. */
@@ -51,7 +53,7 @@ interface ConnectionState extends ConnectionEnv {
   peer: ProxyAddresses;
 }
 
-type Classified =
+export type Classified =
   | { kind: "tls"; sni: string; alpn: string[] }
   | { kind: "plain" }
   | { kind: "pg-ssl" }
@@ -65,7 +67,7 @@ type PeekOutcome =
   | { kind: "closed"; bytes: Buffer }
   | { kind: "timeout"; bytes: Buffer };
 
-function classify(bytes: Buffer, postgresAllowed: boolean): Classified | null {
+export function classify(bytes: Buffer, postgresAllowed: boolean): Classified | null {
   if (bytes.length === 0) return null;
   const first = bytes[0];
   if (first === 0x16) {
@@ -133,37 +135,20 @@ function destroyOnError(this: AcceptedSocket | TLSSocket): void {
 }
 
 export async function handleConnection(socket: AcceptedSocket, env: ConnectionEnv): Promise<void> {
-  const started = performance.now();
+  const started = env.acceptedAt ?? performance.now();
   const { snapshot, entryPoint, log } = env;
   let clientIp = socket.remoteAddress ?? "";
-  const record: AccessRecord = {
-    entryPoint: entryPoint.name,
-    client: `${clientIp.includes(":") ? `[${clientIp}]` : clientIp}:${socket.remotePort ?? 0}`,
-    sni: null,
-    alpn: [],
-    router: null,
-    service: null,
-    server: null,
-    mode: null,
-    tlsVersion: null,
-    postgres: null,
-    bytesIn: 0,
-    bytesOut: 0,
-    durationMs: 0,
-    reason: "closed",
-  };
-  const finish = (reason: AccessReason, detail?: string) => {
-    record.reason = reason;
-    if (detail) record.detail = detail;
-    record.durationMs = performance.now() - started;
-    log.access(record);
-  };
+  const record = newAccessRecord(entryPoint.name, clientIp, socket.remotePort ?? 0);
+  const finish = accessLineWriter(record, started, log);
   // A failing client must never take the process down: every error ends this connection only.
   socket.on("error", destroyOnError);
   socket.setNoDelay(true);
 
+  // Measured from the accept: on Bun the first bytes may have been read before this (bun-connection.ts).
   const deadline =
-    entryPoint.readTimeoutMs > 0 ? Date.now() + entryPoint.readTimeoutMs : Number.POSITIVE_INFINITY;
+    entryPoint.readTimeoutMs > 0
+      ? Date.now() - (performance.now() - started) + entryPoint.readTimeoutMs
+      : Number.POSITIVE_INFINITY;
   let bytes: Buffer = Buffer.alloc(0);
   const state: ConnectionState = { ...env, peer: proxyAddresses(socket) };
   if (entryPoint.proxyProtocol) {
@@ -303,6 +288,65 @@ export async function handleConnection(socket: AcceptedSocket, env: ConnectionEn
   }
 }
 
+/** The access record of a new connection, before anything is known of it but its client. */
+export function newAccessRecord(entryPoint: string, clientIp: string, clientPort: number): AccessRecord {
+  return {
+    entryPoint,
+    client: `${clientIp.includes(":") ? `[${clientIp}]` : clientIp}:${clientPort}`,
+    sni: null,
+    alpn: [],
+    router: null,
+    service: null,
+    server: null,
+    mode: null,
+    tlsVersion: null,
+    postgres: null,
+    bytesIn: 0,
+    bytesOut: 0,
+    durationMs: 0,
+    reason: "closed",
+  };
+}
+
+/**
+ * The function that ends a connection: its access line. Closures that live as long as a connection
+ * are made in small functions like this one, never inside the async steps: an async function's
+ * closures keep every local of its frame (on Bun, the whole frame: the accepted stream, the peeked
+ * ClientHello), which an idle connection would then hold.
+ */
+export function accessLineWriter(
+  record: AccessRecord,
+  started: number,
+  log: Logger,
+): (reason: AccessReason, detail?: string) => void {
+  return (reason, detail) => {
+    record.reason = reason;
+    if (detail) record.detail = detail;
+    record.durationMs = performance.now() - started;
+    log.access(record);
+  };
+}
+
+/** Gives back one inFlightConn slot of a client IP. */
+function slotRelease(counts: Map<string, number>, clientIp: string): () => void {
+  return () => {
+    const n = (counts.get(clientIp) ?? 1) - 1;
+    if (n <= 0) counts.delete(clientIp);
+    else counts.set(clientIp, n);
+  };
+}
+
+/** `finish` that first gives back the connection's inFlightConn slots. */
+function releasingFirst(
+  releases: (() => void)[],
+  finish: (reason: AccessReason, detail?: string) => void,
+): (reason: AccessReason, detail?: string) => void {
+  return (reason, detail) => {
+    for (const release of releases.splice(0)) release();
+    finish(reason, detail);
+  };
+}
+
 async function execute(
   socket: AcceptedSocket,
   decision: Decision,
@@ -349,19 +393,11 @@ async function execute(
       return;
     }
     counts.set(facts.clientIp, current + 1);
-    const map = counts;
-    releases.push(() => {
-      const n = (map.get(facts.clientIp) ?? 1) - 1;
-      if (n <= 0) map.delete(facts.clientIp);
-      else map.set(facts.clientIp, n);
-    });
+    releases.push(slotRelease(counts, facts.clientIp));
   }
   // Released when the connection ends, which is when its access line is written: serveRoute returns
   // as soon as the relay runs, before the end.
-  const finishAndRelease = (reason: AccessReason, detail?: string): void => {
-    for (const release of releases.splice(0)) release();
-    finish(reason, detail);
-  };
+  const finishAndRelease = releases.length === 0 ? finish : releasingFirst(releases, finish);
   try {
     await serveRoute(socket, decision, peeked, facts, env, record, finishAndRelease, deadline);
   } catch (err) {
@@ -431,35 +467,15 @@ async function serveRoute(
     facts.postgres || facts.alpn.includes("postgresql") || record.postgres === "plaintext";
   const watchCancelKeys = speaksPostgres && decision.mode !== "passthrough";
 
-  // On Bun's own sockets, bytes relayed as they come to a plain backend leave the stream layer: the
-  // tunnel (bun-tunnel.ts) holds a few KB per connection where two streams hold several times that.
-  // What needs a stream on the backend (its TLS, the SSLRequest exchange, the cancel-key watch) stays.
+  // On Bun's own sockets, bytes relayed as they come to a plain backend leave the stream layer
+  // (bun-connection.ts): the tunnel holds a few KB per connection where two streams hold far more.
   if (
     client instanceof BunSocketStream &&
-    !facts.postgres &&
-    !watchCancelKeys &&
-    candidates.every((target) => !target.tls)
+    fitsBunTunnel(decision, facts, candidates, record.postgres === "plaintext")
   ) {
     const stream = client;
-    const dialed = await dialFirst(candidates, record, (target) =>
-      dialNative(target.address, target.transport, env.peer),
-    );
-    if (!dialed.ok) {
-      client.destroy();
-      finish("backend_unreachable", dialed.message);
-      return;
-    }
-    const terminationDelayMs = dialed.target.transport.terminationDelayMs;
-    reportRelay(
-      relayNative(stream, dialed.backend, toBackendFirst, terminationDelayMs),
-      toBackendFirst.length,
-      {
-        terminationDelayMs,
-      },
-      record,
-      finish,
-      env,
-    );
+    const tunnelClient = { take: () => stream.detach(), drop: () => stream.destroy() };
+    await tunnelOnBun(tunnelClient, candidates, toBackendFirst, env.peer, record, finish, env.log);
     return;
   }
 
@@ -497,14 +513,15 @@ async function serveRoute(
     ...lostEndGuardFor(client, backend, env.entryPoint.idleTimeoutMs),
   };
   if (toBackendFirst.length > 0) backend.write(toBackendFirst);
-  reportRelay(relay(client, backend, relayOptions), toBackendFirst.length, relayOptions, record, finish, env);
+  const onDone = relayEnded(toBackendFirst.length, relayOptions, record, finish, env.log);
+  relay(client, backend, relayOptions).then(onDone);
 }
 
 /**
  * Dials the candidates in order until one answers; the access record names the server that did.
  * `whoami@internal` among real servers is skipped (it answers only as a service's sole server).
  */
-async function dialFirst<Dialed extends { ok: true }>(
+export async function dialFirst<Dialed extends { ok: true }>(
   candidates: readonly ServerTarget[],
   record: AccessRecord,
   dial: (target: ServerTarget) => Promise<Dialed | DialFailure>,
@@ -523,31 +540,30 @@ async function dialFirst<Dialed extends { ok: true }>(
 }
 
 /**
- * Writes the access line when the relay ends. Not awaited by the caller: the chain of suspended calls
- * (handleConnection, execute, serveRoute) would stay in memory as long as the connection, with what
- * their frames hold (the peeked ClientHello among it): about 4 KB per open connection
- * (bench/README.md). The relay keeps what the access line needs.
+ * What writes the access line when the relay ends. The relay is not awaited: the chain of suspended
+ * calls (handleConnection, execute, serveRoute) would stay in memory as long as the connection, with
+ * what their frames hold (the peeked ClientHello among it): about 4 KB per open connection
+ * (bench/README.md). Made here, not in serveRoute, so that it keeps only its arguments.
  */
-function reportRelay(
-  running: Promise<RelayResult>,
+export function relayEnded(
   firstBytes: number,
   options: RelayOptions,
   record: AccessRecord,
   finish: (reason: AccessReason, detail?: string) => void,
-  env: ConnectionState,
-): void {
-  running
-    .then((result) => {
+  log: Logger,
+): (result: RelayResult) => void {
+  return (result) => {
+    try {
       record.bytesIn = result.bytesFromClient + firstBytes;
       record.bytesOut = result.bytesFromBackend;
       finish("closed", result.error ? result.error.message : relayNote(result, options));
-    })
-    .catch((err: unknown) => {
-      // Nobody awaits this chain any more: an error here must not become an unhandled rejection.
-      env.log.error("connection failed unexpectedly", {
+    } catch (err) {
+      // Called from a socket event or a promise nobody awaits: an error here must not escape.
+      log.error("connection failed unexpectedly", {
         error: err instanceof Error ? err.message : String(err),
       });
-    });
+    }
+  };
 }
 
 /**

@@ -11,9 +11,9 @@ import type { EntryPoint } from "../config/model.ts";
 import type { GeneratedCertificate } from "../tls/generated.ts";
 import { currentRuntime } from "../tls/runtime-support.ts";
 import { type Workspace, withResolverCertificates } from "../workspace.ts";
-import { listenNative, type NativeSocket, nativeSockets } from "./bun-socket.ts";
-import { BunSocketStream } from "./bun-stream.ts";
-import { type AcceptedSocket, handleConnection } from "./connection.ts";
+import { BunConnection } from "./bun-connection.ts";
+import { CLOSED_OWNER, listenNative, type NativeSocket, nativeSockets } from "./bun-socket.ts";
+import { type ConnectionEnv, handleConnection } from "./connection.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import type { Logger } from "./log.ts";
 import { buildSnapshot, type Snapshot } from "./snapshot.ts";
@@ -176,38 +176,43 @@ export class ProxyServer {
     });
   }
 
-  /** A connection on Bun's own sockets: the same pipeline, on a stream over the socket. */
-  private acceptNative(socket: NativeSocket, entryPointName: string): BunSocketStream {
+  /** A connection on Bun's own sockets: BunConnection reads its first bytes on the socket's handlers. */
+  private acceptNative(socket: NativeSocket, entryPointName: string): void {
     this.activeNative.add(socket);
-    const stream = new BunSocketStream(socket);
-    this.accept(stream, entryPointName);
-    return stream;
+    const env = this.connectionEnv(entryPointName);
+    if (!env) {
+      socket.data = CLOSED_OWNER;
+      socket.end();
+      return;
+    }
+    const connection = new BunConnection(socket, env);
+    socket.data = connection;
+    connection.start();
   }
 
-  private accept(socket: AcceptedSocket, entryPointName: string): void {
-    if (this.closing) {
+  private accept(socket: Socket, entryPointName: string): void {
+    const env = this.connectionEnv(entryPointName);
+    if (!env) {
       socket.destroy();
       return;
     }
-    // The snapshot current now is the one this connection keeps until it ends.
+    this.active.add(socket);
+    socket.on("close", this.forgetSocket);
+    handleConnection(socket, env).catch((err: unknown) => {
+      socket.destroy();
+      this.log.error("connection failed unexpectedly", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    });
+  }
+
+  /** What a connection accepted now keeps until it ends (the current snapshot); null while shutting down. */
+  private connectionEnv(entryPointName: string): ConnectionEnv | null {
+    if (this.closing) return null;
     const snapshot = this.snapshot;
     const entryPoint = snapshot.workspace.model.entryPoints.get(entryPointName);
-    if (!entryPoint) {
-      socket.destroy();
-      return;
-    }
-    if (!(socket instanceof BunSocketStream)) {
-      this.active.add(socket);
-      socket.on("close", this.forgetSocket);
-    }
-    handleConnection(socket, { snapshot, entryPoint, log: this.log, challenges: this.challenges }).catch(
-      (err: unknown) => {
-        socket.destroy();
-        this.log.error("connection failed unexpectedly", {
-          error: err instanceof Error ? err.message : String(err),
-        });
-      },
-    );
+    if (!entryPoint) return null;
+    return { snapshot, entryPoint, log: this.log, challenges: this.challenges };
   }
 
   /**

@@ -1,0 +1,229 @@
+/**
+ * A connection accepted on Bun's own sockets. Its first bytes are read on the socket's handlers and
+ * decide() is asked at once: a passthrough or plain TCP route to plain backends is dialled and relayed
+ * on Bun's sockets (bun-tunnel.ts) without any stream object; anything else (PROXY protocol, PostgreSQL,
+ * refusals and their alerts, whoami, inFlightConn limits, an ACME challenge) goes to handleConnection
+ * over a BunSocketStream, with the bytes already read. Allocating nothing per connection beyond what
+ * it keeps is the point: on Bun, garbage left by each connection counts in its memory until a GC.
+ */
+import type { ConnectionFacts, Decision } from "../routing/decide.ts";
+import { decide } from "../routing/decide.ts";
+import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
+import { BunSocketStream, type Detached } from "./bun-stream.ts";
+import { dialNative, relayNative } from "./bun-tunnel.ts";
+import {
+  accessLineWriter,
+  type ConnectionEnv,
+  classify,
+  dialFirst,
+  handleConnection,
+  newAccessRecord,
+  relayEnded,
+} from "./connection.ts";
+import type { ProxyAddresses } from "./dial.ts";
+import type { AccessReason, AccessRecord, Logger } from "./log.ts";
+import type { ServerTarget } from "./services.ts";
+import { inFlightLimits } from "./snapshot.ts";
+import { WHOAMI_ADDRESS } from "./whoami.ts";
+
+/**
+ * Whether a routed connection can be relayed on Bun's sockets: nothing in it needs a stream. Not
+ * for terminated TLS, nor PostgreSQL (the SSLRequest exchange with the backend, the cancel-key
+ * watch), nor whoami, nor a backend dialled with TLS.
+ */
+export function fitsBunTunnel(
+  decision: Decision,
+  facts: ConnectionFacts,
+  candidates: readonly ServerTarget[],
+  postgresPlaintext: boolean,
+): boolean {
+  if (decision.mode === "terminate" || facts.postgres) return false;
+  if (postgresPlaintext || (decision.mode !== "passthrough" && facts.alpn.includes("postgresql")))
+    return false;
+  return (
+    candidates.length > 0 &&
+    candidates[0]!.address !== WHOAMI_ADDRESS &&
+    candidates.every((target) => !target.tls)
+  );
+}
+
+/** Where the client's socket comes from once a backend answered, and how to let it go if none does. */
+export interface TunnelClient {
+  take(): Detached | null;
+  drop(): void;
+}
+
+/** Dials the candidates on Bun's sockets and relays; the access line is written when the tunnel ends. */
+export async function tunnelOnBun(
+  client: TunnelClient,
+  candidates: readonly ServerTarget[],
+  firstBytes: Uint8Array,
+  peer: ProxyAddresses,
+  record: AccessRecord,
+  finish: (reason: AccessReason, detail?: string) => void,
+  log: Logger,
+): Promise<void> {
+  const dialed = await dialFirst(candidates, record, (target) =>
+    dialNative(target.address, target.transport, peer),
+  );
+  if (!dialed.ok) {
+    client.drop();
+    finish("backend_unreachable", dialed.message);
+    return;
+  }
+  const terminationDelayMs = dialed.target.transport.terminationDelayMs;
+  const onDone = relayEnded(firstBytes.length, { terminationDelayMs }, record, finish, log);
+  relayNative(client.take(), dialed.backend, firstBytes, terminationDelayMs, onDone);
+}
+
+/**
+ * The first owner of an accepted socket: reads until the first bytes say what the connection is,
+ * then either tunnels it or hands it to the stream pipeline. While a backend is dialled it holds the
+ * paused socket (and remembers a close).
+ */
+export class BunConnection implements SocketOwner, TunnelClient {
+  private bytes: Buffer | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private readonly acceptedAt = performance.now();
+  private readonly addresses: ProxyAddresses;
+  private state: "peeking" | "dialling" | "closed" | "gone" = "peeking";
+
+  constructor(
+    private readonly socket: NativeSocket,
+    private readonly env: ConnectionEnv,
+  ) {
+    // Read once: Bun's getters answer nothing after the close, and the access line needs them.
+    this.addresses = {
+      src: { ip: socket.remoteAddress, port: socket.remotePort },
+      dst: { ip: socket.localAddress, port: socket.localPort },
+    };
+  }
+
+  /** Starts on an accepted socket; called once `socket.data` is this. */
+  start(): void {
+    const { entryPoint, snapshot } = this.env;
+    // The PROXY header comes first and may change the client address the rules see: the stream path reads it.
+    if (entryPoint.proxyProtocol) {
+      this.toStream(false);
+      return;
+    }
+    this.socket.setNoDelay(true);
+    if (snapshot.context.tables.get(entryPoint.name)?.fastPath) {
+      // Server-first protocols: route without reading a byte.
+      if (!this.tryTunnel(this.baseFacts(), Buffer.alloc(0))) this.toStream(false);
+      return;
+    }
+    if (entryPoint.readTimeoutMs > 0) {
+      // The stream path reports the timeout, with the deadline counted from the accept.
+      this.timer = setTimeout(() => this.toStream(false), entryPoint.readTimeoutMs);
+    }
+  }
+
+  onData(_socket: NativeSocket, chunk: Buffer): void {
+    if (this.state !== "peeking") return;
+    const bytes = this.bytes === null ? chunk : Buffer.concat([this.bytes, chunk]);
+    this.bytes = bytes;
+    const kind = classify(bytes, true);
+    if (kind === null) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (kind.kind === "tls") {
+      const facts: ConnectionFacts = { ...this.baseFacts(), tls: true, sni: kind.sni, alpn: kind.alpn };
+      if (this.tryTunnel(facts, bytes)) return;
+    } else if (kind.kind === "plain" && this.tryTunnel(this.baseFacts(), bytes)) return;
+    this.toStream(false);
+  }
+
+  onEnd(): void {
+    if (this.state === "peeking") this.toStream(true);
+  }
+
+  onDrain(): void {}
+
+  onClose(_socket: NativeSocket, error: Error | undefined): void {
+    if (this.state === "peeking") {
+      // Closed before saying anything useful: the stream path logs it as it does for node:net.
+      const stream = this.toStream(true);
+      stream?.onClose(this.socket, error);
+      return;
+    }
+    if (this.state === "dialling") this.state = "closed";
+  }
+
+  // ----- TunnelClient ----------------------------------------------------------------------------
+  take(): Detached | null {
+    if (this.state !== "dialling") return null;
+    this.state = "gone";
+    return { socket: this.socket, unread: null, ended: false };
+  }
+
+  drop(): void {
+    if (this.state === "dialling") this.socket.end();
+    this.state = "gone";
+  }
+
+  // ----- the two ways on -------------------------------------------------------------------------
+  private baseFacts(): ConnectionFacts {
+    return {
+      entryPoint: this.env.entryPoint.name,
+      sni: "",
+      alpn: [],
+      clientIp: this.addresses.src?.ip ?? "",
+      localIp: this.addresses.dst?.ip ?? "",
+      tls: false,
+      postgres: false,
+    };
+  }
+
+  /** Relays on Bun's sockets when the route allows; false leaves the connection to the stream path. */
+  private tryTunnel(facts: ConnectionFacts, bytes: Buffer): boolean {
+    const { snapshot, entryPoint, log } = this.env;
+    const decision = decide(snapshot.context, facts);
+    if (!decision.matched || decision.refusal || decision.acmeChallenge || !decision.route) return false;
+    if (inFlightLimits(snapshot, decision.route.middlewares).length > 0) return false;
+    const candidates = snapshot.services.candidates(decision.service!);
+    if (!fitsBunTunnel(decision, facts, candidates, false)) return false;
+    const src = this.addresses.src;
+    const record = newAccessRecord(entryPoint.name, src?.ip ?? "", src?.port ?? 0);
+    if (facts.tls) {
+      record.sni = facts.sni;
+      record.alpn = [...facts.alpn];
+    }
+    record.router = decision.router;
+    record.service = decision.service;
+    record.mode = decision.mode;
+    this.state = "dialling";
+    this.bytes = null;
+    // Nothing more is read until the tunnel takes the socket: a close still comes through.
+    this.socket.pause();
+    const finish = accessLineWriter(record, this.acceptedAt, log);
+    tunnelOnBun(this, candidates, bytes, this.addresses, record, finish, log).catch((err: unknown) => {
+      this.drop();
+      log.error("connection failed unexpectedly", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    });
+    return true;
+  }
+
+  /** Hands the connection to the stream pipeline with what was read; null when it was already handed on. */
+  private toStream(ended: boolean): BunSocketStream | null {
+    if (this.state !== "peeking") return null;
+    this.state = "gone";
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const stream = new BunSocketStream(this.socket, this.addresses);
+    this.socket.data = stream;
+    if (this.bytes) stream.push(this.bytes);
+    this.bytes = null;
+    if (ended) stream.onEnd();
+    const env = this.env;
+    handleConnection(stream, { ...env, acceptedAt: this.acceptedAt }).catch((err: unknown) => {
+      stream.destroy();
+      env.log.error("connection failed unexpectedly", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    });
+    return stream;
+  }
+}
