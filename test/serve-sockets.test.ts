@@ -106,6 +106,15 @@ function configText(b: Backends, terminatingRouter: boolean): string {
     transport:
       lifeCycle:
         graceTimeOut: 1s
+      respondingTimeouts:
+        readTimeout: 1s
+  lb:
+    address: "127.0.0.1:0"
+    transport:
+      lifeCycle:
+        graceTimeOut: 1s
+    proxyProtocol:
+      trustedIPs: ["127.0.0.1/32"]
   tcp:
     address: "127.0.0.1:0"
     transport:
@@ -141,6 +150,10 @@ tcp:
       entryPoints: [tcp]
       rule: "HostSNI(\`*\`)"
       service: greeter
+    behind-lb:
+      entryPoints: [lb]
+      rule: "HostSNI(\`*\`)"
+      service: header
 ${
   terminatingRouter
     ? `    whoami:
@@ -247,7 +260,7 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
     cert = pki.selfSigned({ cn: "a.test", dns: ["a.test", "b.test", "down.test"] });
     backends = await startBackends(cert);
     writeFileSync(configFile, configText(backends, false));
-    serve = await startServe(["-c", configFile], { expectEntryPoints: 2 });
+    serve = await startServe(["-c", configFile], { expectEntryPoints: 3 });
   });
 
   after(async () => {
@@ -257,7 +270,7 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
   });
 
   it("says which socket layer each entry point runs on (Bun's own sockets on Bun)", () => {
-    for (const name of ["pass", "tcp"]) {
+    for (const name of ["pass", "tcp", "lb"]) {
       const line = serve.lines.find((l) => l.msg === "listening" && l.entryPoint === name);
       assert.ok(line, `no listening line for ${name}`);
       assert.equal(line.sockets, RUNTIME === "bun" ? "bun" : undefined, JSON.stringify(line));
@@ -313,6 +326,40 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
     assert.equal(Number(match[2]), port);
     const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "header", 5000);
     assert.equal(access.client, `127.0.0.1:${match[1]}`);
+  });
+
+  it("an inbound PROXY header sets the client that the outgoing header carries", async () => {
+    const inbound = "PROXY TCP4 10.1.2.3 127.0.0.1 5555 443\r\n";
+    const result = await plainExchange(serve.ports.get("lb")!, `${inbound}ping\r\n`);
+    assert.match(result.text, /^PROXY TCP4 10\.1\.2\.3 127\.0\.0\.1 5555 443\n$/);
+    const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "behind-lb", 5000);
+    assert.equal(access.client, "10.1.2.3:5555");
+  });
+
+  it("refusals keep their answers: an unknown name gets unrecognized_name; silence, readTimeout; a close, no_clienthello", async () => {
+    const port = serve.ports.get("pass")!;
+    const refused = await new Promise<string>((resolve) => {
+      const socket = tls.connect({ host: HOST, port, servername: "nope.test", rejectUnauthorized: false });
+      socket.on("error", (err: NodeJS.ErrnoException) => resolve(String(err.code)));
+      socket.on("secureConnect", () => resolve("connected"));
+    });
+    assert.equal(refused, "ERR_SSL_TLSV1_UNRECOGNIZED_NAME");
+    const noRoute = await serve.waitFor((l) => l.msg === "connection" && l.sni === "nope.test", 5000);
+    assert.equal(noRoute.reason, "no_route");
+
+    const silent = await plainExchange(port, null);
+    assert.equal(silent.closed, true);
+    const timeout = await serve.waitFor((l) => l.msg === "connection" && l.reason === "timeout", 5000);
+    assert.ok(Number(timeout.durationMs) >= 900, `closed after ${String(timeout.durationMs)} ms`);
+
+    let clientPort = 0;
+    const socket = net.connect({ host: HOST, port }, () => {
+      clientPort = socket.localPort ?? 0;
+      socket.end();
+    });
+    await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    const gone = await serve.waitFor((l) => l.msg === "connection" && l.reason === "no_clienthello", 5000);
+    assert.equal(gone.client, `127.0.0.1:${clientPort}`);
   });
 
   it("terminationDelay: after the client's end, a backend that never ends is cut", async () => {
