@@ -43,7 +43,11 @@ export async function startServe(
     denoFlags?: readonly string[];
   } = {},
 ): Promise<ServeProcess> {
-  const command = invocation(options.runtime ?? runtimeUnderTest(), ["serve", "--log-format", "json", ...args], options);
+  const command = invocation(
+    options.runtime ?? runtimeUnderTest(),
+    ["serve", "--log-format", "json", ...args],
+    options,
+  );
   const child = spawn(command.command, command.args, {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...options.env },
