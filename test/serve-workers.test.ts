@@ -230,6 +230,18 @@ describe("serve --workers", () => {
     },
   );
 
+  it("a fixed port: every worker binds it (on Bun, its own sockets with SO_REUSEPORT)", CASE, async (t) => {
+    const port = await freePort();
+    const config = whoamiConfig("fixed");
+    config.entryPoints.app = { address: `127.0.0.1:${port}` };
+    const run = await serve(t, "fixed-port", config, { entryPoints: [], listening: 1 });
+    const listening = run.serve.lines.find((l) => l.msg === "listening");
+    assert.equal(listening?.address, `127.0.0.1:${port}`);
+    assert.equal(listening?.sockets, RUNTIME === "bun" ? "bun" : undefined);
+    const answers = await askUntilAllAnswer(port, [1, 2]);
+    assert.ok(answers.every((a) => a.router === "fixed"));
+  });
+
   it("SIGHUP reloads every worker; a broken file is refused by all of them", CASE, async (t) => {
     const run = await serve(t, "reload", whoamiConfig("first"));
     await askUntilAllAnswer(run.port(), [1, 2]);
