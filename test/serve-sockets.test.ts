@@ -28,6 +28,7 @@ const UPLOAD = 8 * 1024 * 1024;
 interface Backends {
   tlsPort: number;
   greeterPort: number;
+  greeterBPort: number;
   headerPort: number;
   silentPort: number;
   closedPort: number;
@@ -59,12 +60,13 @@ async function startBackends(cert: IssuedCert): Promise<Backends> {
       socket.on("error", () => socket.destroy());
     },
   );
-  // A server-first protocol: it speaks before the client does, then echoes.
-  const greeter = net.createServer({ allowHalfOpen: true }, (socket) => {
-    socket.write("hello from greeter\n");
-    socket.pipe(socket);
-    socket.on("error", () => socket.destroy());
-  });
+  // A server-first protocol, two servers of one service: each speaks before the client does, then echoes.
+  const greeter = (name: string) =>
+    net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.write(`hello from greeter ${name}\n`);
+      socket.pipe(socket);
+      socket.on("error", () => socket.destroy());
+    });
   // Answers with the first line it got: the PROXY header the proxy sent.
   const header = net.createServer((socket) => {
     let text = "";
@@ -86,11 +88,12 @@ async function startBackends(cert: IssuedCert): Promise<Backends> {
   const closed = net.createServer();
   const closedPort = await listen(closed);
   await new Promise<void>((resolve) => closed.close(() => resolve()));
-  const servers = [tlsServer, greeter, header, silent];
-  const [tlsPort, greeterPort, headerPort, silentPort] = await Promise.all(servers.map(listen));
+  const servers = [tlsServer, greeter("A"), greeter("B"), header, silent];
+  const [tlsPort, greeterPort, greeterBPort, headerPort, silentPort] = await Promise.all(servers.map(listen));
   return {
     tlsPort: tlsPort!,
     greeterPort: greeterPort!,
+    greeterBPort: greeterBPort!,
     headerPort: headerPort!,
     silentPort: silentPort!,
     closedPort,
@@ -185,7 +188,7 @@ ${
         servers: [{ address: "127.0.0.1:${b.headerPort}" }]
     greeter:
       loadBalancer:
-        servers: [{ address: "127.0.0.1:${b.greeterPort}" }]
+        servers: [{ address: "127.0.0.1:${b.greeterPort}" }, { address: "127.0.0.1:${b.greeterBPort}" }]
     whoami:
       loadBalancer:
         servers: [{ address: whoami@internal }]
@@ -291,12 +294,26 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
   });
 
   it("a server-first protocol gets its backend's greeting before sending a byte, then an echo", async () => {
-    const greeting = await plainExchange(serve.ports.get("tcp")!, null, { until: /greeter\n/ });
-    assert.equal(greeting.text, "hello from greeter\n");
+    const greeting = await plainExchange(serve.ports.get("tcp")!, null, { until: /greeter [AB]\n/ });
+    assert.match(greeting.text, /^hello from greeter [AB]\n$/);
     const echoed = await plainExchange(serve.ports.get("tcp")!, "ping\n", { until: /ping\n/ });
-    assert.equal(echoed.text, "hello from greeter\nping\n");
+    assert.match(echoed.text, /^hello from greeter [AB]\nping\n$/);
     const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "greeter", 5000);
     assert.equal(access.mode, "tcp");
+  });
+
+  it("round robin: connections alternate between a service's two servers", async () => {
+    const names: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const { text } = await plainExchange(serve.ports.get("tcp")!, null, { until: /greeter [AB]\n/ });
+      names.push(text.trim().slice(-1));
+    }
+    assert.deepEqual(
+      names.map((n, i) => n === names[i % 2]),
+      [true, true, true, true, true, true],
+      names.join(""),
+    );
+    assert.notEqual(names[0], names[1], names.join(""));
   });
 
   it("a refused server is skipped for the next one; a service with none left is backend_unreachable", async () => {

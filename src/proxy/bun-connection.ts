@@ -24,27 +24,20 @@ import type { ProxyAddresses } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
 import type { ServerTarget } from "./services.ts";
 import { inFlightLimits } from "./snapshot.ts";
-import { WHOAMI_ADDRESS } from "./whoami.ts";
 
 /**
  * Whether a routed connection can be relayed on Bun's sockets: nothing in it needs a stream. Not
  * for terminated TLS, nor PostgreSQL (the SSLRequest exchange with the backend, the cancel-key
- * watch), nor whoami, nor a backend dialled with TLS.
+ * watch), nor a service with whoami or a backend dialled with TLS (`plainServers` false).
  */
 export function fitsBunTunnel(
   decision: Decision,
   facts: ConnectionFacts,
-  candidates: readonly ServerTarget[],
+  plainServers: boolean,
   postgresPlaintext: boolean,
 ): boolean {
-  if (decision.mode === "terminate" || facts.postgres) return false;
-  if (postgresPlaintext || (decision.mode !== "passthrough" && facts.alpn.includes("postgresql")))
-    return false;
-  return (
-    candidates.length > 0 &&
-    candidates[0]!.address !== WHOAMI_ADDRESS &&
-    candidates.every((target) => !target.tls)
-  );
+  if (decision.mode === "terminate" || facts.postgres || !plainServers) return false;
+  return !postgresPlaintext && !(decision.mode !== "passthrough" && facts.alpn.includes("postgresql"));
 }
 
 /** Where the client's socket comes from once a backend answered, and how to let it go if none does. */
@@ -82,7 +75,10 @@ export async function tunnelOnBun(
  * paused socket (and remembers a close).
  */
 export class BunConnection implements SocketOwner, TunnelClient {
+  /** Peeking: what was read so far. Dialling: what came after the routed bytes (normally nothing). */
   private bytes: Buffer | null = null;
+  /** The client's end of stream came while dialling. */
+  private ended = false;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private readonly acceptedAt = performance.now();
   private readonly addresses: ProxyAddresses;
@@ -120,9 +116,10 @@ export class BunConnection implements SocketOwner, TunnelClient {
   }
 
   onData(_socket: NativeSocket, chunk: Buffer): void {
-    if (this.state !== "peeking") return;
     const bytes = this.bytes === null ? chunk : Buffer.concat([this.bytes, chunk]);
     this.bytes = bytes;
+    // While dialling the socket is paused; a read already under way is kept for the tunnel.
+    if (this.state !== "peeking") return;
     const kind = classify(bytes, true);
     if (kind === null) return;
     if (this.timer) clearTimeout(this.timer);
@@ -136,6 +133,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
 
   onEnd(): void {
     if (this.state === "peeking") this.toStream(true);
+    else this.ended = true;
   }
 
   onDrain(): void {}
@@ -154,7 +152,9 @@ export class BunConnection implements SocketOwner, TunnelClient {
   take(): Detached | null {
     if (this.state !== "dialling") return null;
     this.state = "gone";
-    return { socket: this.socket, unread: null, ended: false };
+    const unread = this.bytes;
+    this.bytes = null;
+    return { socket: this.socket, unread, ended: this.ended };
   }
 
   drop(): void {
@@ -181,8 +181,12 @@ export class BunConnection implements SocketOwner, TunnelClient {
     const decision = decide(snapshot.context, facts);
     if (!decision.matched || decision.refusal || decision.acmeChallenge || !decision.route) return false;
     if (inFlightLimits(snapshot, decision.route.middlewares).length > 0) return false;
+    const plainServers = snapshot.services.onlyPlainServers(decision.service!);
+    if (!fitsBunTunnel(decision, facts, plainServers, false)) return false;
+    // Picked only now, once: the stream path picks for itself.
     const candidates = snapshot.services.candidates(decision.service!);
-    if (!fitsBunTunnel(decision, facts, candidates, false)) return false;
+    // None available: the stream path says so in its own words.
+    if (candidates.length === 0) return false;
     const src = this.addresses.src;
     const record = newAccessRecord(entryPoint.name, src?.ip ?? "", src?.port ?? 0);
     if (facts.tls) {

@@ -13,7 +13,7 @@ import { connectNative, type NativeSocket, nativeSockets, type SocketOwner } fro
 import type { Detached } from "./bun-stream.ts";
 import type { DialFailure, ProxyAddresses, ResolvedTransport } from "./dial.ts";
 import { splitHostPort, tcpFailure } from "./dial.ts";
-import type { RelayResult, RelaySide } from "./relay.ts";
+import { emptyRelayResult, type RelayResult, type RelaySide } from "./relay.ts";
 
 const DEFAULT_KEEPALIVE_MS = 15_000;
 
@@ -332,15 +332,7 @@ export function relayNative(
   if (!client) {
     // Nothing to relay, as relay() does for a client handed over dead.
     backend.socket.end();
-    onDone({
-      bytesFromClient: 0,
-      bytesFromBackend: 0,
-      error: null,
-      firstClose: "error",
-      cutBy: null,
-      errorSide: null,
-      assumedEnd: null,
-    });
+    onDone(emptyRelayResult());
     return;
   }
   const tunnel = new Tunnel(client.socket, backend.socket, terminationDelayMs, onDone);

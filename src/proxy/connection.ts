@@ -471,7 +471,12 @@ async function serveRoute(
   // (bun-connection.ts): the tunnel holds a few KB per connection where two streams hold far more.
   if (
     client instanceof BunSocketStream &&
-    fitsBunTunnel(decision, facts, candidates, record.postgres === "plaintext")
+    fitsBunTunnel(
+      decision,
+      facts,
+      snapshot.services.onlyPlainServers(decision.service!),
+      record.postgres === "plaintext",
+    )
   ) {
     const stream = client;
     const tunnelClient = { take: () => stream.detach(), drop: () => stream.destroy() };

@@ -103,17 +103,22 @@ interface MaybeSocket {
   closed?: boolean;
 }
 
+/** A relay's result before anything happened (and of one that never started). */
+export function emptyRelayResult(): RelayResult {
+  return {
+    bytesFromClient: 0,
+    bytesFromBackend: 0,
+    error: null,
+    firstClose: "error",
+    cutBy: null,
+    errorSide: null,
+    assumedEnd: null,
+  };
+}
+
 export function relay(client: Duplex, backend: Duplex, options: RelayOptions): Promise<RelayResult> {
   return new Promise<RelayResult>((resolve) => {
-    const result: RelayResult = {
-      bytesFromClient: 0,
-      bytesFromBackend: 0,
-      error: null,
-      firstClose: "error",
-      cutBy: null,
-      errorSide: null,
-      assumedEnd: null,
-    };
+    const result = emptyRelayResult();
     const streams: Record<Side, Duplex> = { client, backend };
     const ended: Record<Side, boolean> = { client: false, backend: false };
     const closed: Record<Side, boolean> = { client: false, backend: false };

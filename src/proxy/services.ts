@@ -66,6 +66,8 @@ interface LoadBalancerNode {
 interface WeightedNode {
   kind: "weighted";
   name: string;
+  /** The children that exist, in configuration order. */
+  children: string[];
   balancer: WeightedRoundRobin<string>;
   healthCheck: boolean;
   parents: Set<string>;
@@ -136,6 +138,7 @@ export class ServiceDirectory {
         directory.nodes.set(service.name, {
           kind: "weighted",
           name: service.name,
+          children: entries.map((entry) => entry.name),
           balancer: new WeightedRoundRobin(entries),
           healthCheck: service.weighted.healthCheck,
           parents: new Set(),
@@ -187,6 +190,22 @@ export class ServiceDirectory {
   candidates(service: string): ServerTarget[] {
     const ref = resolveRef(service);
     return ref.ok ? this.candidatesOf(ref.name, 0) : [];
+  }
+
+  /**
+   * Whether every server the service can pick is dialled as plain TCP (no TLS to the backend, not
+   * whoami@internal). Known without picking, which would move the round-robin.
+   */
+  onlyPlainServers(service: string): boolean {
+    const ref = resolveRef(service);
+    return ref.ok && this.plainOf(ref.name, 0);
+  }
+
+  private plainOf(name: string, depth: number): boolean {
+    const node = this.nodes.get(name);
+    if (!node || depth > MAX_DEPTH) return false;
+    if (node.kind === "weighted") return node.children.every((child) => this.plainOf(child, depth + 1));
+    return node.servers.every((server) => !server.tls && server.address !== WHOAMI_INTERNAL);
   }
 
   private candidatesOf(name: string, depth: number): ServerTarget[] {
