@@ -6,68 +6,15 @@
  * over a BunSocketStream, with the bytes already read. Allocating nothing per connection beyond what
  * it keeps is the point: on Bun, garbage left by each connection counts in its memory until a GC.
  */
-import type { ConnectionFacts, Decision } from "../routing/decide.ts";
+import type { ConnectionFacts } from "../routing/decide.ts";
 import { decide } from "../routing/decide.ts";
 import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
 import { BunSocketStream, type Detached } from "./bun-stream.ts";
-import { dialNative, relayNative } from "./bun-tunnel.ts";
-import {
-  accessLineWriter,
-  type ConnectionEnv,
-  classify,
-  dialFirst,
-  handleConnection,
-  newAccessRecord,
-  relayEnded,
-} from "./connection.ts";
+import { fitsBunTunnel, type TunnelClient, tunnelOnBun } from "./bun-tunnel.ts";
+import { type ConnectionEnv, classify, handleConnection } from "./connection.ts";
 import type { ProxyAddresses } from "./dial.ts";
-import type { AccessReason, AccessRecord, Logger } from "./log.ts";
-import type { ServerTarget } from "./services.ts";
+import { accessLineWriter, newAccessRecord } from "./log.ts";
 import { inFlightLimits } from "./snapshot.ts";
-
-/**
- * Whether a routed connection can be relayed on Bun's sockets: nothing in it needs a stream. Not
- * for terminated TLS, nor PostgreSQL (the SSLRequest exchange with the backend, the cancel-key
- * watch), nor a service with whoami or a backend dialled with TLS (`plainServers` false).
- */
-export function fitsBunTunnel(
-  decision: Decision,
-  facts: ConnectionFacts,
-  plainServers: boolean,
-  postgresPlaintext: boolean,
-): boolean {
-  if (decision.mode === "terminate" || facts.postgres || !plainServers) return false;
-  return !postgresPlaintext && !(decision.mode !== "passthrough" && facts.alpn.includes("postgresql"));
-}
-
-/** Where the client's socket comes from once a backend answered, and how to let it go if none does. */
-export interface TunnelClient {
-  take(): Detached | null;
-  drop(): void;
-}
-
-/** Dials the candidates on Bun's sockets and relays; the access line is written when the tunnel ends. */
-export async function tunnelOnBun(
-  client: TunnelClient,
-  candidates: readonly ServerTarget[],
-  firstBytes: Uint8Array,
-  peer: ProxyAddresses,
-  record: AccessRecord,
-  finish: (reason: AccessReason, detail?: string) => void,
-  log: Logger,
-): Promise<void> {
-  const dialed = await dialFirst(candidates, record, (target) =>
-    dialNative(target.address, target.transport, peer),
-  );
-  if (!dialed.ok) {
-    client.drop();
-    finish("backend_unreachable", dialed.message);
-    return;
-  }
-  const terminationDelayMs = dialed.target.transport.terminationDelayMs;
-  const onDone = relayEnded(firstBytes.length, { terminationDelayMs }, record, finish, log);
-  relayNative(client.take(), dialed.backend, firstBytes, terminationDelayMs, onDone);
-}
 
 /**
  * The first owner of an accepted socket: reads until the first bytes say what the connection is,

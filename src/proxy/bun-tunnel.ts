@@ -6,14 +6,22 @@
  *
  * Backpressure: a write the kernel takes only in part leaves the rest queued on the receiving side,
  * and the sending side is paused until that side's `drain` has written it all.
+ *
+ * `fitsBunTunnel` says which routed connections may take this path; `tunnelOnBun` is the path, for
+ * connections peeked on the socket's handlers (bun-connection.ts) and for those the stream pipeline
+ * routed (connection.ts).
  */
 
+import type { ConnectionFacts, Decision } from "../routing/decide.ts";
 import { encodeProxyHeader } from "../wire/proxy-protocol.ts";
+import { dialFirst, relayEnded } from "./backend.ts";
 import { connectNative, type NativeSocket, nativeSockets, type SocketOwner } from "./bun-socket.ts";
 import type { Detached } from "./bun-stream.ts";
 import type { DialFailure, ProxyAddresses, ResolvedTransport } from "./dial.ts";
 import { splitHostPort, tcpFailure } from "./dial.ts";
+import type { AccessReason, AccessRecord, Logger } from "./log.ts";
 import { emptyRelayResult, type RelayResult, type RelaySide } from "./relay.ts";
+import type { ServerTarget } from "./services.ts";
 
 const DEFAULT_KEEPALIVE_MS = 15_000;
 
@@ -339,4 +347,48 @@ export function relayNative(
   client.socket.data = tunnel;
   backend.socket.data = tunnel;
   tunnel.start(client, backend, firstBytes);
+}
+
+/**
+ * Whether a routed connection can be relayed on Bun's sockets: nothing in it needs a stream. Not
+ * for terminated TLS, nor PostgreSQL (the SSLRequest exchange with the backend, the cancel-key
+ * watch), nor a service with whoami or a backend dialled with TLS (`plainServers` false).
+ */
+export function fitsBunTunnel(
+  decision: Decision,
+  facts: ConnectionFacts,
+  plainServers: boolean,
+  postgresPlaintext: boolean,
+): boolean {
+  if (decision.mode === "terminate" || facts.postgres || !plainServers) return false;
+  return !postgresPlaintext && !(decision.mode !== "passthrough" && facts.alpn.includes("postgresql"));
+}
+
+/** Where the client's socket comes from once a backend answered, and how to let it go if none does. */
+export interface TunnelClient {
+  take(): Detached | null;
+  drop(): void;
+}
+
+/** Dials the candidates on Bun's sockets and relays; the access line is written when the tunnel ends. */
+export async function tunnelOnBun(
+  client: TunnelClient,
+  candidates: readonly ServerTarget[],
+  firstBytes: Uint8Array,
+  peer: ProxyAddresses,
+  record: AccessRecord,
+  finish: (reason: AccessReason, detail?: string) => void,
+  log: Logger,
+): Promise<void> {
+  const dialed = await dialFirst(candidates, record, (target) =>
+    dialNative(target.address, target.transport, peer),
+  );
+  if (!dialed.ok) {
+    client.drop();
+    finish("backend_unreachable", dialed.message);
+    return;
+  }
+  const terminationDelayMs = dialed.target.transport.terminationDelayMs;
+  const onDone = relayEnded(firstBytes.length, { terminationDelayMs }, record, finish, log);
+  relayNative(client.take(), dialed.backend, firstBytes, terminationDelayMs, onDone);
 }

@@ -20,12 +20,19 @@ import {
 } from "../wire/postgres.ts";
 import { decodeProxyHeader } from "../wire/proxy-protocol.ts";
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
-import { fitsBunTunnel, tunnelOnBun } from "./bun-connection.ts";
+import { dialFirst, relayEnded } from "./backend.ts";
 import { BunSocketStream } from "./bun-stream.ts";
-import { type DialFailure, dialServer, type ProxyAddresses } from "./dial.ts";
-import type { AccessReason, AccessRecord, Logger } from "./log.ts";
+import { fitsBunTunnel, tunnelOnBun } from "./bun-tunnel.ts";
+import { dialServer, type ProxyAddresses } from "./dial.ts";
+import {
+  type AccessReason,
+  type AccessRecord,
+  accessLineWriter,
+  type Logger,
+  newAccessRecord,
+} from "./log.ts";
 import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
-import { lostEndGuardFor, type RelayOptions, type RelayResult, relay, relayNote } from "./relay.ts";
+import { lostEndGuardFor, type RelayOptions, relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
@@ -288,45 +295,6 @@ export async function handleConnection(socket: AcceptedSocket, env: ConnectionEn
   }
 }
 
-/** The access record of a new connection, before anything is known of it but its client. */
-export function newAccessRecord(entryPoint: string, clientIp: string, clientPort: number): AccessRecord {
-  return {
-    entryPoint,
-    client: `${clientIp.includes(":") ? `[${clientIp}]` : clientIp}:${clientPort}`,
-    sni: null,
-    alpn: [],
-    router: null,
-    service: null,
-    server: null,
-    mode: null,
-    tlsVersion: null,
-    postgres: null,
-    bytesIn: 0,
-    bytesOut: 0,
-    durationMs: 0,
-    reason: "closed",
-  };
-}
-
-/**
- * The function that ends a connection: its access line. Closures that live as long as a connection
- * are made in small functions like this one, never inside the async steps: an async function's
- * closures keep every local of its frame (on Bun, the whole frame: the accepted stream, the peeked
- * ClientHello), which an idle connection would then hold.
- */
-export function accessLineWriter(
-  record: AccessRecord,
-  started: number,
-  log: Logger,
-): (reason: AccessReason, detail?: string) => void {
-  return (reason, detail) => {
-    record.reason = reason;
-    if (detail) record.detail = detail;
-    record.durationMs = performance.now() - started;
-    log.access(record);
-  };
-}
-
 /** Gives back one inFlightConn slot of a client IP. */
 function slotRelease(counts: Map<string, number>, clientIp: string): () => void {
   return () => {
@@ -520,55 +488,6 @@ async function serveRoute(
   if (toBackendFirst.length > 0) backend.write(toBackendFirst);
   const onDone = relayEnded(toBackendFirst.length, relayOptions, record, finish, env.log);
   relay(client, backend, relayOptions).then(onDone);
-}
-
-/**
- * Dials the candidates in order until one answers; the access record names the server that did.
- * `whoami@internal` among real servers is skipped (it answers only as a service's sole server).
- */
-export async function dialFirst<Dialed extends { ok: true }>(
-  candidates: readonly ServerTarget[],
-  record: AccessRecord,
-  dial: (target: ServerTarget) => Promise<Dialed | DialFailure>,
-): Promise<(Dialed & { target: ServerTarget }) | DialFailure> {
-  const failures: string[] = [];
-  for (const target of candidates) {
-    if (target.address === WHOAMI_ADDRESS) continue;
-    const dialed = await dial(target);
-    if (dialed.ok) {
-      record.server = target.address;
-      return { ...dialed, target };
-    }
-    failures.push(`${target.address}: ${dialed.message}`);
-  }
-  return { ok: false, code: "other", message: failures.join("; ") };
-}
-
-/**
- * What writes the access line when the relay ends. The relay is not awaited: the chain of suspended
- * calls (handleConnection, execute, serveRoute) would stay in memory as long as the connection, with
- * what their frames hold (the peeked ClientHello among it): about 4 KB per open connection
- * (bench/README.md). Made here, not in serveRoute, so that it keeps only its arguments.
- */
-export function relayEnded(
-  firstBytes: number,
-  options: RelayOptions,
-  record: AccessRecord,
-  finish: (reason: AccessReason, detail?: string) => void,
-  log: Logger,
-): (result: RelayResult) => void {
-  return (result) => {
-    try {
-      record.bytesIn = result.bytesFromClient + firstBytes;
-      record.bytesOut = result.bytesFromBackend;
-      finish("closed", result.error ? result.error.message : relayNote(result, options));
-    } catch (err) {
-      // Called from a socket event or a promise nobody awaits: an error here must not escape.
-      log.error("connection failed unexpectedly", {
-        error: err instanceof Error ? err.message : String(err),
-      });
-    }
-  };
 }
 
 /**

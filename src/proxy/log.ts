@@ -204,3 +204,42 @@ function flushAtExit(): void {
     // A full or closed pipe: these lines are lost, as the process ends anyway.
   }
 }
+
+/** The access record of a new connection, before anything is known of it but its client. */
+export function newAccessRecord(entryPoint: string, clientIp: string, clientPort: number): AccessRecord {
+  return {
+    entryPoint,
+    client: `${clientIp.includes(":") ? `[${clientIp}]` : clientIp}:${clientPort}`,
+    sni: null,
+    alpn: [],
+    router: null,
+    service: null,
+    server: null,
+    mode: null,
+    tlsVersion: null,
+    postgres: null,
+    bytesIn: 0,
+    bytesOut: 0,
+    durationMs: 0,
+    reason: "closed",
+  };
+}
+
+/**
+ * The function that ends a connection: its access line. Closures that live as long as a connection
+ * are made in small functions like this one, never inside the async steps: an async function's
+ * closures keep every local of its frame (on Bun, the whole frame: the accepted stream, the peeked
+ * ClientHello), which an idle connection would then hold.
+ */
+export function accessLineWriter(
+  record: AccessRecord,
+  started: number,
+  log: Logger,
+): (reason: AccessReason, detail?: string) => void {
+  return (reason, detail) => {
+    record.reason = reason;
+    if (detail) record.detail = detail;
+    record.durationMs = performance.now() - started;
+    log.access(record);
+  };
+}
