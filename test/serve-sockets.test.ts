@@ -17,7 +17,7 @@ import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
 import { hello, modernExtensions } from "./helpers/hello.ts";
 import { type IssuedCert, makePki } from "./helpers/pki.ts";
-import { runtimeUnderTest } from "./helpers/runtime.ts";
+import { runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { sleep, waitUntil } from "./helpers/scratch.ts";
 import { type ServeProcess, startServe } from "./helpers/serve.ts";
 
@@ -395,6 +395,27 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
     assert.equal(access.bytesIn, bytes.length);
     assert.ok(Date.now() - started < 10_000);
     assert.ok(backends.silentSockets.length >= 1, "the silent backend got the connection");
+  });
+
+  it("a busy address stops the start with exit 2 and says which entry point and why", async () => {
+    const busy = net.createServer();
+    const busyPort = await listen(busy);
+    try {
+      const result = await runOn(
+        RUNTIME,
+        ["serve", "-c", configFile, "--entrypoint", `tcp=${HOST}:${busyPort}`],
+        {
+          timeoutMs: 20_000,
+        },
+      );
+      assert.equal(result.code, 2, result.stdout + result.stderr);
+      assert.match(
+        result.stdout + result.stderr,
+        new RegExp(`entry point "tcp" cannot listen on ${HOST}:${busyPort}: the address is already in use`),
+      );
+    } finally {
+      busy.close();
+    }
   });
 
   it("a reload adding a terminating router serves it at once (on Bun: the entry point moves to node:net)", async () => {
