@@ -18,12 +18,10 @@ import { dialFirst, relayEnded } from "./backend.ts";
 import { connectNative, type NativeSocket, nativeSockets, type SocketOwner } from "./bun-socket.ts";
 import type { Detached } from "./bun-stream.ts";
 import type { DialFailure, ProxyAddresses, ResolvedTransport } from "./dial.ts";
-import { splitHostPort, tcpFailure } from "./dial.ts";
+import { keepAliveDelayMs, splitHostPort, tcpFailure } from "./dial.ts";
 import type { AccessReason, AccessRecord, Logger } from "./log.ts";
 import { emptyRelayResult, type RelayResult, type RelaySide } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
-
-const DEFAULT_KEEPALIVE_MS = 15_000;
 
 /** A dialled backend, paused until the tunnel takes it; what came before that is kept. */
 export interface NativeBackend {
@@ -78,8 +76,8 @@ class Dial implements SocketOwner {
     // Nothing is read before the tunnel is ready for it.
     socket.pause();
     socket.setNoDelay(true);
-    const keepAlive = this.transport.dialKeepAliveMs;
-    if (keepAlive >= 0) socket.setKeepAlive(true, keepAlive === 0 ? DEFAULT_KEEPALIVE_MS : keepAlive);
+    const keepAlive = keepAliveDelayMs(this.transport);
+    if (keepAlive !== null) socket.setKeepAlive(true, keepAlive);
     const version = this.transport.proxyProtocolVersion;
     if (version !== null) {
       // A header is a few dozen bytes: a fresh connection's send buffer takes it whole.

@@ -58,6 +58,12 @@ export interface DialOptions {
 
 const DEFAULT_KEEPALIVE_MS = 15_000;
 
+/** The keep-alive probe delay a transport asks for (`dialKeepAlive`: 0 = 15s), or null for none. */
+export function keepAliveDelayMs(transport: ResolvedTransport): number | null {
+  if (transport.dialKeepAliveMs < 0) return null;
+  return transport.dialKeepAliveMs === 0 ? DEFAULT_KEEPALIVE_MS : transport.dialKeepAliveMs;
+}
+
 /** `host:port` or `[v6]:port` split into its parts; null when it is not one. */
 export function splitHostPort(address: string): { host: string; port: number } | null {
   const m = /^(?:\[([^\]]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(address);
@@ -253,12 +259,8 @@ export function dialServer(
 
     raw.once("connect", () => {
       raw.setNoDelay(true);
-      if (transport.dialKeepAliveMs >= 0) {
-        raw.setKeepAlive(
-          true,
-          transport.dialKeepAliveMs === 0 ? DEFAULT_KEEPALIVE_MS : transport.dialKeepAliveMs,
-        );
-      }
+      const keepAlive = keepAliveDelayMs(transport);
+      if (keepAlive !== null) raw.setKeepAlive(true, keepAlive);
       const startTls = (): void => {
         if (settled) return;
         if (!useTls || !tlsConfig) {
