@@ -14,6 +14,7 @@ import { fitsBunTunnel, type TunnelClient, tunnelOnBun } from "./bun-tunnel.ts";
 import { type ConnectionEnv, classify, handleConnection } from "./connection.ts";
 import type { ProxyAddresses } from "./dial.ts";
 import { accessLineWriter, newAccessRecord } from "./log.ts";
+import { learnsCancelKey } from "./postgres-cancel.ts";
 import { inFlightLimits } from "./snapshot.ts";
 
 /**
@@ -129,7 +130,8 @@ export class BunConnection implements SocketOwner, TunnelClient {
     if (!decision.matched || decision.refusal || decision.acmeChallenge || !decision.route) return false;
     if (inFlightLimits(snapshot, decision.route.middlewares).length > 0) return false;
     const plainServers = snapshot.services.onlyPlainServers(decision.service!);
-    if (!fitsBunTunnel(decision, facts, plainServers, false)) return false;
+    const cancelKey = learnsCancelKey(decision.mode, facts, false);
+    if (!fitsBunTunnel(decision, facts, plainServers, cancelKey)) return false;
     // Picked only now, once: the stream path picks for itself.
     const candidates = snapshot.services.candidates(decision.service!);
     // None available: the stream path says so in its own words.

@@ -349,17 +349,17 @@ export function relayNative(
 
 /**
  * Whether a routed connection can be relayed on Bun's sockets: nothing in it needs a stream. Not
- * for terminated TLS, nor PostgreSQL (the SSLRequest exchange with the backend, the cancel-key
- * watch), nor a service with whoami or a backend dialled with TLS (`plainServers` false).
+ * for terminated TLS, nor PostgreSQL STARTTLS (the SSLRequest exchange with the backend) or a
+ * session whose cancel key is learned (`learnsCancelKey`: the backend's stream is watched), nor a
+ * service with whoami or a backend dialled with TLS (`plainServers` false).
  */
 export function fitsBunTunnel(
   decision: Decision,
   facts: ConnectionFacts,
   plainServers: boolean,
-  postgresPlaintext: boolean,
+  learnsCancelKey: boolean,
 ): boolean {
-  if (decision.mode === "terminate" || facts.postgres || !plainServers) return false;
-  return !postgresPlaintext && !(decision.mode !== "passthrough" && facts.alpn.includes("postgresql"));
+  return decision.mode !== "terminate" && !facts.postgres && plainServers && !learnsCancelKey;
 }
 
 /** Where the client's socket comes from once a backend answered, and how to let it go if none does. */

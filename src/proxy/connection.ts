@@ -31,7 +31,7 @@ import {
   type Logger,
   newAccessRecord,
 } from "./log.ts";
-import { cancelRegistry, sendCancel } from "./postgres-cancel.ts";
+import { cancelRegistry, learnsCancelKey, sendCancel } from "./postgres-cancel.ts";
 import { lostEndGuardFor, type RelayOptions, relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -431,20 +431,13 @@ async function serveRoute(
   }
 
   // Learn the session's cancel key where the backend's stream is readable: TLS terminated here, or plaintext.
-  const speaksPostgres =
-    facts.postgres || facts.alpn.includes("postgresql") || record.postgres === "plaintext";
-  const watchCancelKeys = speaksPostgres && decision.mode !== "passthrough";
+  const watchCancelKeys = learnsCancelKey(decision.mode, facts, record.postgres === "plaintext");
 
   // On Bun's own sockets, bytes relayed as they come to a plain backend leave the stream layer
   // (bun-connection.ts): the tunnel holds a few KB per connection where two streams hold far more.
   if (
     client instanceof BunSocketStream &&
-    fitsBunTunnel(
-      decision,
-      facts,
-      snapshot.services.onlyPlainServers(decision.service!),
-      record.postgres === "plaintext",
-    )
+    fitsBunTunnel(decision, facts, snapshot.services.onlyPlainServers(decision.service!), watchCancelKeys)
   ) {
     const stream = client;
     const tunnelClient = { take: () => stream.detach(), drop: () => stream.destroy() };

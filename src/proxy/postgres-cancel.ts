@@ -6,9 +6,24 @@
  * travels encrypted and cannot be learned (see the README).
  */
 import type { Duplex } from "node:stream";
+import type { ConnectionFacts, Decision } from "../routing/decide.ts";
 import { type BackendKeyData, BackendMessageScanner, encodeCancelRequest } from "../wire/postgres.ts";
 import { dialServer, type ProxyAddresses } from "./dial.ts";
 import type { ServerTarget } from "./services.ts";
+
+/**
+ * Whether a connection's cancel key is learned (the backend's stream watched): a PostgreSQL session
+ * (STARTTLS, ALPN `postgresql`, or a plaintext startup) whose backend bytes we can read, which is any
+ * mode but passthrough.
+ */
+export function learnsCancelKey(
+  mode: Decision["mode"],
+  facts: ConnectionFacts,
+  postgresPlaintext: boolean,
+): boolean {
+  const speaksPostgres = facts.postgres || facts.alpn.includes("postgresql") || postgresPlaintext;
+  return speaksPostgres && mode !== "passthrough";
+}
 
 function keyOf(data: BackendKeyData): string {
   return `${data.processId}:${Buffer.from(data.secretKey).toString("hex")}`;
