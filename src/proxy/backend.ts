@@ -3,7 +3,7 @@
  * that answers, and the access line when the relay to it ends.
  */
 import type { DialFailure } from "./dial.ts";
-import type { AccessReason, AccessRecord, Logger } from "./log.ts";
+import { type AccessReason, type AccessRecord, type Logger, logUnexpected } from "./log.ts";
 import { type RelayOptions, type RelayResult, relayNote } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import { WHOAMI_ADDRESS } from "./whoami.ts";
@@ -50,9 +50,7 @@ export function relayEnded(
       finish("closed", result.error ? result.error.message : relayNote(result, options));
     } catch (err) {
       // Called from a socket event or a promise nobody awaits: an error here must not escape.
-      log.error("connection failed unexpectedly", {
-        error: err instanceof Error ? err.message : String(err),
-      });
+      logUnexpected(log, err);
     }
   };
 }

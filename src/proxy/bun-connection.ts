@@ -2,7 +2,7 @@
  * A connection accepted on Bun's own sockets. Its first bytes are read on the socket's handlers and
  * decide() is asked at once: a passthrough or plain TCP route to plain backends is dialled and relayed
  * on Bun's sockets (bun-tunnel.ts) without any stream object; anything else (PROXY protocol, PostgreSQL,
- * refusals and their alerts, whoami, inFlightConn limits, an ACME challenge) goes to handleConnection
+ * refusals and their alerts, whoami, inFlightConn limits, an ACME challenge) goes to serveConnection
  * over a BunSocketStream, with the bytes already read. Allocating nothing per connection beyond what
  * it keeps is the point: on Bun, garbage left by each connection counts in its memory until a GC.
  */
@@ -11,9 +11,9 @@ import { decide } from "../routing/decide.ts";
 import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
 import { BunSocketStream, type Detached } from "./bun-stream.ts";
 import { fitsBunTunnel, type TunnelClient, tunnelOnBun } from "./bun-tunnel.ts";
-import { type ConnectionEnv, classify, handleConnection } from "./connection.ts";
+import { type ConnectionEnv, classify, serveConnection } from "./connection.ts";
 import type { ProxyAddresses } from "./dial.ts";
-import { accessLineWriter, newAccessRecord } from "./log.ts";
+import { accessLineWriter, logUnexpected, newAccessRecord } from "./log.ts";
 import { learnsCancelKey } from "./postgres-cancel.ts";
 import { inFlightLimits } from "./snapshot.ts";
 
@@ -152,9 +152,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     const finish = accessLineWriter(record, this.acceptedAt, log);
     tunnelOnBun(this, candidates, bytes, this.addresses, record, finish, log).catch((err: unknown) => {
       this.drop();
-      log.error("connection failed unexpectedly", {
-        error: err instanceof Error ? err.message : String(err),
-      });
+      logUnexpected(log, err);
     });
     return true;
   }
@@ -170,13 +168,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     if (this.bytes) stream.push(this.bytes);
     this.bytes = null;
     if (ended) stream.onEnd();
-    const env = this.env;
-    handleConnection(stream, { ...env, acceptedAt: this.acceptedAt }).catch((err: unknown) => {
-      stream.destroy();
-      env.log.error("connection failed unexpectedly", {
-        error: err instanceof Error ? err.message : String(err),
-      });
-    });
+    serveConnection(stream, { ...this.env, acceptedAt: this.acceptedAt });
     return stream;
   }
 }

@@ -28,7 +28,9 @@ import {
   type AccessReason,
   type AccessRecord,
   accessLineWriter,
+  errorText,
   type Logger,
+  logUnexpected,
   newAccessRecord,
 } from "./log.ts";
 import { cancelRegistry, learnsCancelKey, sendCancel } from "./postgres-cancel.ts";
@@ -141,7 +143,15 @@ function destroyOnError(this: AcceptedSocket | TLSSocket): void {
   this.destroy();
 }
 
-export async function handleConnection(socket: AcceptedSocket, env: ConnectionEnv): Promise<void> {
+/** Runs a connection; whatever escapes its steps ends that connection only (never the process). */
+export function serveConnection(socket: AcceptedSocket, env: ConnectionEnv): void {
+  handleConnection(socket, env).catch((err: unknown) => {
+    socket.destroy();
+    logUnexpected(env.log, err);
+  });
+}
+
+async function handleConnection(socket: AcceptedSocket, env: ConnectionEnv): Promise<void> {
   const started = env.acceptedAt ?? performance.now();
   const { snapshot, entryPoint, log } = env;
   let clientIp = socket.remoteAddress ?? "";
@@ -370,8 +380,8 @@ async function execute(
     await serveRoute(socket, decision, peeked, facts, env, record, finishAndRelease, deadline);
   } catch (err) {
     socket.destroy();
-    log.error("connection failed unexpectedly", { error: err instanceof Error ? err.message : String(err) });
-    finishAndRelease("closed", `internal error: ${err instanceof Error ? err.message : String(err)}`);
+    logUnexpected(log, err);
+    finishAndRelease("closed", `internal error: ${errorText(err)}`);
   }
 }
 
@@ -512,7 +522,7 @@ async function answerAcmeChallenge(
   } catch (err) {
     // A challenge certificate Node refuses to load: this validation fails, the access line says why.
     socket.destroy();
-    finish("tls_handshake_failed", `ACME challenge: ${err instanceof Error ? err.message : String(err)}`);
+    finish("tls_handshake_failed", `ACME challenge: ${errorText(err)}`);
     return;
   }
   if (!outcome.ok) {

@@ -243,3 +243,12 @@ export function accessLineWriter(
     log.access(record);
   };
 }
+
+/** An error no step of a connection expected: logged, and the connection alone pays for it. */
+export function logUnexpected(log: Logger, err: unknown): void {
+  log.error("connection failed unexpectedly", { error: errorText(err) });
+}
+
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -13,7 +13,7 @@ import { currentRuntime } from "../tls/runtime-support.ts";
 import { type Workspace, withResolverCertificates } from "../workspace.ts";
 import { BunConnection } from "./bun-connection.ts";
 import { CLOSED_OWNER, listenNative, type NativeSocket, nativeSockets } from "./bun-socket.ts";
-import { type ConnectionEnv, handleConnection } from "./connection.ts";
+import { type ConnectionEnv, serveConnection } from "./connection.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import type { Logger } from "./log.ts";
 import { buildSnapshot, type Snapshot } from "./snapshot.ts";
@@ -198,12 +198,7 @@ export class ProxyServer {
     }
     this.active.add(socket);
     socket.on("close", this.forgetSocket);
-    handleConnection(socket, env).catch((err: unknown) => {
-      socket.destroy();
-      this.log.error("connection failed unexpectedly", {
-        error: err instanceof Error ? err.message : String(err),
-      });
-    });
+    serveConnection(socket, env);
   }
 
   /** What a connection accepted now keeps until it ends (the current snapshot); null while shutting down. */
