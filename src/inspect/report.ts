@@ -3,11 +3,12 @@
  * warnings a user wants, and the overall verdict. Pure: the clock and the trust store come in as data.
  */
 import type { X509Certificate } from "node:crypto";
+import { joinHostPort } from "../proxy/dial.ts";
 import { type CertificateInfo, certificateInfo, expiryStatus } from "../tls/certificate.ts";
 import { describeFailure, type TlsAlert, verificationMeaning } from "./failures.ts";
 import type { NegotiatedTls, ProbeResult, StartTls } from "./probe.ts";
 import type { RouteJson } from "./route.ts";
-import { displayHostPort, type Target } from "./target.ts";
+import type { Target } from "./target.ts";
 
 export const EXPIRY_WARNING_DAYS = 30;
 
@@ -323,8 +324,8 @@ export function buildReport(input: ReportInput): InspectReport {
   return {
     ok,
     target: input.target.display,
-    address: probe.remote ? displayHostPort(probe.remote.address, probe.remote.port) : null,
-    localAddress: probe.local ? displayHostPort(probe.local.address, probe.local.port) : null,
+    address: probe.remote ? joinHostPort(probe.remote.address, probe.remote.port) : null,
+    localAddress: probe.local ? joinHostPort(probe.local.address, probe.local.port) : null,
     sni: input.sni,
     alpnOffered: [...input.alpnOffered],
     postgres:

@@ -2,6 +2,7 @@
  * The `HOST[:PORT]` argument of `inspect`, and the SNI that goes with it. Pure: no DNS, no sockets.
  */
 import { isIP } from "node:net";
+import { joinHostPort } from "../proxy/dial.ts";
 
 export const DEFAULT_PORT = 443;
 
@@ -27,10 +28,6 @@ function parsePort(text: string, whole: string): number | string {
   if (!/^\d{1,5}$/.test(text)) return `"${whole}": the port must be a number from 1 to 65535`;
   const port = Number(text);
   return port >= 1 && port <= 65535 ? port : `"${whole}": the port must be a number from 1 to 65535`;
-}
-
-export function displayHostPort(host: string, port: number): string {
-  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
 /**
@@ -84,7 +81,7 @@ export function parseTarget(text: string): TargetParse {
     }
   }
   const ip = isIP(host) !== 0;
-  return { ok: true, target: { host, port, ip, display: displayHostPort(host, port) } };
+  return { ok: true, target: { host, port, ip, display: joinHostPort(host, port) } };
 }
 
 /**

@@ -23,7 +23,7 @@ import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } fr
 import { dialFirst, relayEnded } from "./backend.ts";
 import { BunSocketStream } from "./bun-stream.ts";
 import { fitsBunTunnel, tunnelOnBun } from "./bun-tunnel.ts";
-import { dialServer, type ProxyAddresses } from "./dial.ts";
+import { dialServer, joinHostPort, type ProxyAddresses } from "./dial.ts";
 import {
   type AccessReason,
   type AccessRecord,
@@ -177,7 +177,8 @@ async function handleConnection(socket: AcceptedSocket, env: ConnectionEnv): Pro
     }
     bytes = inbound.rest;
     clientIp = state.peer.src?.ip ?? clientIp;
-    record.client = formatEndpoint(state.peer.src) ?? record.client;
+    const src = state.peer.src;
+    if (src) record.client = joinHostPort(src.ip, src.port);
   }
 
   const table = snapshot.context.tables.get(entryPoint.name);
@@ -607,11 +608,6 @@ function proxyAddresses(socket: AcceptedSocket): ProxyAddresses {
     src: socket.remoteAddress ? { ip: socket.remoteAddress, port: socket.remotePort ?? 0 } : null,
     dst: socket.localAddress ? { ip: socket.localAddress, port: socket.localPort ?? 0 } : null,
   };
-}
-
-function formatEndpoint(endpoint: { ip: string; port: number } | null): string | null {
-  if (!endpoint) return null;
-  return `${endpoint.ip.includes(":") ? `[${endpoint.ip}]` : endpoint.ip}:${endpoint.port}`;
 }
 
 type InboundOutcome = { ok: true; rest: Buffer } | { ok: false; reason: AccessReason; detail: string };

@@ -5,6 +5,7 @@
  */
 import { writeSync } from "node:fs";
 import { colors } from "consola/utils";
+import { joinHostPort } from "./dial.ts";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "pretty" | "json";
@@ -209,7 +210,7 @@ function flushAtExit(): void {
 export function newAccessRecord(entryPoint: string, clientIp: string, clientPort: number): AccessRecord {
   return {
     entryPoint,
-    client: `${clientIp.includes(":") ? `[${clientIp}]` : clientIp}:${clientPort}`,
+    client: joinHostPort(clientIp, clientPort),
     sni: null,
     alpn: [],
     router: null,

@@ -14,6 +14,7 @@ import { type Workspace, withResolverCertificates } from "../workspace.ts";
 import { BunConnection } from "./bun-connection.ts";
 import { CLOSED_OWNER, listenNative, type NativeSocket, nativeSockets } from "./bun-socket.ts";
 import { type ConnectionEnv, serveConnection } from "./connection.ts";
+import { joinHostPort } from "./dial.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import type { Logger } from "./log.ts";
 import { buildSnapshot, type Snapshot } from "./snapshot.ts";
@@ -128,7 +129,7 @@ export class ProxyServer {
           close: () => native.stop(false),
           closed: () => Promise.resolve(),
         },
-        `${native.hostname.includes(":") ? `[${native.hostname}]` : native.hostname}:${native.port}`,
+        joinHostPort(native.hostname, native.port),
         sockets,
       );
       return;
@@ -153,7 +154,7 @@ export class ProxyServer {
         const address = server.address();
         const bound =
           address && typeof address === "object"
-            ? `${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`
+            ? joinHostPort(address.address, address.port)
             : String(address);
         this.listening(listener, bound, sockets);
         resolve();
