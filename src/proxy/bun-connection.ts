@@ -11,7 +11,7 @@ import { decide } from "../routing/decide.ts";
 import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
 import { BunSocketStream, type Detached } from "./bun-stream.ts";
 import { fitsBunTunnel, type TunnelClient, tunnelOnBun } from "./bun-tunnel.ts";
-import { type ConnectionEnv, classify, serveConnection } from "./connection.ts";
+import { type ConnectionEnv, classify, factsBeforeBytes, serveConnection } from "./connection.ts";
 import type { ProxyAddresses } from "./dial.ts";
 import { accessLineWriter, logUnexpected, newAccessRecord } from "./log.ts";
 import { learnsCancelKey } from "./postgres-cancel.ts";
@@ -112,15 +112,8 @@ export class BunConnection implements SocketOwner, TunnelClient {
 
   // ----- the two ways on -------------------------------------------------------------------------
   private baseFacts(): ConnectionFacts {
-    return {
-      entryPoint: this.env.entryPoint.name,
-      sni: "",
-      alpn: [],
-      clientIp: this.addresses.src?.ip ?? "",
-      localIp: this.addresses.dst?.ip ?? "",
-      tls: false,
-      postgres: false,
-    };
+    const { src, dst } = this.addresses;
+    return factsBeforeBytes(this.env.entryPoint.name, src?.ip ?? "", dst?.ip ?? "");
   }
 
   /** Relays on Bun's sockets when the route allows; false leaves the connection to the stream path. */

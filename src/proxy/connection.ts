@@ -143,6 +143,11 @@ function destroyOnError(this: AcceptedSocket | TLSSocket): void {
   this.destroy();
 }
 
+/** What is known of a connection before its first byte says more: who, and where it connected. */
+export function factsBeforeBytes(entryPoint: string, clientIp: string, localIp: string): ConnectionFacts {
+  return { entryPoint, sni: "", alpn: [], clientIp, localIp, tls: false, postgres: false };
+}
+
 /** Runs a connection; whatever escapes its steps ends that connection only (never the process). */
 export function serveConnection(socket: AcceptedSocket, env: ConnectionEnv): void {
   handleConnection(socket, env).catch((err: unknown) => {
@@ -182,15 +187,11 @@ async function handleConnection(socket: AcceptedSocket, env: ConnectionEnv): Pro
   }
 
   const table = snapshot.context.tables.get(entryPoint.name);
-  const baseFacts: ConnectionFacts = {
-    entryPoint: entryPoint.name,
-    sni: "",
-    alpn: [],
+  const baseFacts = factsBeforeBytes(
+    entryPoint.name,
     clientIp,
-    localIp: state.peer.dst?.ip ?? socket.localAddress ?? "",
-    tls: false,
-    postgres: false,
-  };
+    state.peer.dst?.ip ?? socket.localAddress ?? "",
+  );
 
   // Server-first protocols: with only plain TCP routers, route without reading a byte.
   if (table?.fastPath && !entryPoint.proxyProtocol) {
