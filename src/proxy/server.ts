@@ -86,15 +86,14 @@ export class ProxyServer {
    * on `node:net`. Under --workers, a port-0 entry point also stays there: every worker would bind a
    * port of its own, where node:cluster gives them all the same one.
    */
-  private useNativeSockets(entryPoint: EntryPoint, snapshot: Snapshot): boolean {
-    if (!nativeSockets()) return false;
-    if (this.options.sharedPorts && entryPoint.port === 0) return false;
+  private socketLayer(entryPoint: EntryPoint, snapshot: Snapshot): "bun" | "node:net" {
+    if (!nativeSockets()) return "node:net";
+    if (this.options.sharedPorts && entryPoint.port === 0) return "node:net";
     const routes = snapshot.context.tables.get(entryPoint.name)?.tls ?? [];
-    return routes.every((route) => route.mode !== "terminate");
+    return routes.every((route) => route.mode !== "terminate") ? "bun" : "node:net";
   }
 
-  private configuredKey(entryPoint: EntryPoint, snapshot: Snapshot): string {
-    const layer = this.useNativeSockets(entryPoint, snapshot) ? "bun" : "node:net";
+  private configuredKey(entryPoint: EntryPoint, layer: "bun" | "node:net"): string {
     return `${entryPoint.host}:${entryPoint.port} ${layer}`;
   }
 
@@ -108,10 +107,11 @@ export class ProxyServer {
         denied.hint,
       );
     }
-    const configured = this.configuredKey(entryPoint, snapshot);
-    const bun = this.useNativeSockets(entryPoint, snapshot) ? nativeSockets() : null;
+    const layer = this.socketLayer(entryPoint, snapshot);
+    const configured = this.configuredKey(entryPoint, layer);
+    const bun = layer === "bun" ? nativeSockets() : null;
     // Said on Bun only, where the layer depends on the entry point's routers.
-    const sockets = currentRuntime() === "bun" ? (bun ? "bun" : "node:net") : undefined;
+    const sockets = currentRuntime() === "bun" ? layer : undefined;
     if (bun) {
       let native: ReturnType<typeof listenNative>;
       try {
@@ -242,7 +242,7 @@ export class ProxyServer {
     // Bind new or moved entry points first, so a failure leaves the running configuration untouched.
     const toBind = [...entryPoints.values()].filter((ep) => {
       const current = this.listeners.get(ep.name);
-      return !current || current.configured !== this.configuredKey(ep, next);
+      return !current || current.configured !== this.configuredKey(ep, this.socketLayer(ep, next));
     });
     const replaced = toBind
       .map((ep) => this.listeners.get(ep.name))
@@ -342,7 +342,7 @@ export type ListenerEvent =
       kind: "listening";
       entryPoint: string;
       address: string;
-      /** On Bun: which socket layer the entry point runs on (see useNativeSockets); absent elsewhere. */
+      /** On Bun: which socket layer the entry point runs on (see socketLayer); absent elsewhere. */
       sockets?: "bun" | "node:net";
     }
   | { kind: "removed"; entryPoint: string };
