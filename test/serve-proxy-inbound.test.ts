@@ -10,7 +10,7 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { encodeProxyHeader } from "../src/wire/proxy-protocol.ts";
-import { type ServeProcess, startServe } from "./helpers/serve.ts";
+import { plainExchange, type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "tlsroute-proxy-in-"));
 
@@ -47,17 +47,8 @@ tcp:
 }
 
 /** Sends the bytes, reads everything the proxy answers until it closes. */
-function plainExchange(port: number, bytes: Uint8Array): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect({ host: "127.0.0.1", port }, () => socket.write(bytes));
-    let out = "";
-    socket.setEncoding("utf8");
-    socket.on("data", (d: string) => {
-      out += d;
-    });
-    socket.on("close", () => resolve(out));
-    socket.on("error", reject);
-  });
+async function exchange(port: number, bytes: Uint8Array): Promise<string> {
+  return (await plainExchange(port, bytes)).text;
 }
 
 describe("inbound PROXY protocol", () => {
@@ -71,7 +62,7 @@ describe("inbound PROXY protocol", () => {
     running.push(serve);
     const port = serve.ports.get("lb")!;
     const header = encodeProxyHeader(1, { ip: "10.1.2.3", port: 5555 }, { ip: "127.0.0.1", port });
-    const answer = JSON.parse(await plainExchange(port, Buffer.concat([header, Buffer.from("hello")])));
+    const answer = JSON.parse(await exchange(port, Buffer.concat([header, Buffer.from("hello")])));
     assert.equal(answer.router, "from-office");
     assert.equal(answer.client, "10.1.2.3:5555");
     const line = await serve.waitFor((l) => l.msg === "connection" && l.client === "10.1.2.3:5555");
@@ -107,7 +98,7 @@ describe("inbound PROXY protocol", () => {
     running.push(serve);
     const port = serve.ports.get("lb")!;
     const header = encodeProxyHeader(1, { ip: "10.1.2.3", port: 5555 }, { ip: "127.0.0.1", port });
-    const answer = JSON.parse(await plainExchange(port, Buffer.concat([header, Buffer.from("hello")])));
+    const answer = JSON.parse(await exchange(port, Buffer.concat([header, Buffer.from("hello")])));
     assert.equal(answer.router, "others", "the forged 10.x address must not reach the ClientIP rule");
     assert.match(answer.client, /^127\.0\.0\.1:\d+$/);
   });
@@ -117,7 +108,7 @@ describe("inbound PROXY protocol", () => {
     running.push(serve);
     const port = serve.ports.get("lb")!;
     const header = encodeProxyHeader(2, { ip: "10.1.2.3", port: 5555 }, { ip: "127.0.0.1", port });
-    const answer = JSON.parse(await plainExchange(port, Buffer.concat([header, Buffer.from("hello")])));
+    const answer = JSON.parse(await exchange(port, Buffer.concat([header, Buffer.from("hello")])));
     assert.equal(answer.router, "others");
     assert.match(answer.client, /^127\.0\.0\.1:\d+$/);
   });
@@ -125,17 +116,14 @@ describe("inbound PROXY protocol", () => {
   it("a connection without a header still works (the header is optional)", async () => {
     const serve = await startServe(["-c", config("127.0.0.1/32")]);
     running.push(serve);
-    const answer = JSON.parse(await plainExchange(serve.ports.get("lb")!, Buffer.from("hello")));
+    const answer = JSON.parse(await exchange(serve.ports.get("lb")!, Buffer.from("hello")));
     assert.equal(answer.router, "others");
   });
 
   it("a malformed header closes the connection with bad_clienthello", async () => {
     const serve = await startServe(["-c", config("127.0.0.1/32")]);
     running.push(serve);
-    const out = await plainExchange(
-      serve.ports.get("lb")!,
-      Buffer.from("PROXY TCP4 not-an-ip 1.2.3.4 1 2\r\n"),
-    );
+    const out = await exchange(serve.ports.get("lb")!, Buffer.from("PROXY TCP4 not-an-ip 1.2.3.4 1 2\r\n"));
     assert.equal(out, "");
     const line = await serve.waitFor((l) => l.msg === "connection");
     assert.equal(line.reason, "bad_clienthello");

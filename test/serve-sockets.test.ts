@@ -19,7 +19,7 @@ import { hello, modernExtensions } from "./helpers/hello.ts";
 import { type IssuedCert, makePki } from "./helpers/pki.ts";
 import { runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { sleep, waitUntil } from "./helpers/scratch.ts";
-import { type ServeProcess, startServe } from "./helpers/serve.ts";
+import { plainExchange, type ServeProcess, startServe } from "./helpers/serve.ts";
 
 const RUNTIME = runtimeUnderTest();
 const HOST = "127.0.0.1";
@@ -222,35 +222,6 @@ function uploadThenEnd(port: number, servername: string, ca: string, bytes: numb
       () => reject(new Error(`no answer within 20 s (${reply.length} bytes so far)`)),
       20_000,
     ).unref();
-  });
-}
-
-/**
- * A plain TCP exchange: sends `first` (if any; `endAfter` half-closes after it) and reads until the
- * proxy closes, or until `until` matches. The client ends its side when the proxy ends its own.
- */
-function plainExchange(
-  port: number,
-  first: string | Uint8Array | null,
-  options: { until?: RegExp; endAfter?: boolean } = {},
-) {
-  return new Promise<{ text: string; closed: boolean }>((resolve, reject) => {
-    const socket = net.connect({ host: HOST, port, allowHalfOpen: true }, () => {
-      if (first !== null && options.endAfter) socket.end(first);
-      else if (first !== null) socket.write(first);
-    });
-    let text = "";
-    socket.setEncoding("latin1");
-    socket.on("data", (chunk: string) => {
-      text += chunk;
-      if (options.until?.test(text)) {
-        socket.destroy();
-        resolve({ text, closed: false });
-      }
-    });
-    socket.on("end", () => socket.end());
-    socket.on("close", () => resolve({ text, closed: true }));
-    socket.on("error", reject);
   });
 }
 

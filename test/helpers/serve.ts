@@ -169,3 +169,32 @@ export function expectRefused(port: number): Promise<void> {
     });
   });
 }
+
+/**
+ * A plain TCP exchange: sends `first` (if any; `endAfter` half-closes after it) and reads until the
+ * proxy closes, or until `until` matches. The client ends its side when the proxy ends its own.
+ */
+export function plainExchange(
+  port: number,
+  first: string | Uint8Array | null,
+  options: { until?: RegExp; endAfter?: boolean } = {},
+) {
+  return new Promise<{ text: string; closed: boolean }>((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true }, () => {
+      if (first !== null && options.endAfter) socket.end(first);
+      else if (first !== null) socket.write(first);
+    });
+    let text = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+      if (options.until?.test(text)) {
+        socket.destroy();
+        resolve({ text, closed: false });
+      }
+    });
+    socket.on("end", () => socket.end());
+    socket.on("close", () => resolve({ text, closed: true }));
+    socket.on("error", reject);
+  });
+}
