@@ -88,6 +88,7 @@ async function main(): Promise<void> {
         parse: added.includes("parse"),
         chain: added.includes("chain") || added.includes("terminator"),
         terminator: added.includes("terminator"),
+        upgrade: added.includes("upgrade"),
       };
       const peer: Peer = startPeer(
         kind === "native" ? "bun-native" : "pipe-proxy",

@@ -302,6 +302,7 @@ interface BunHandlers {
   close(socket: BunSocket): void;
   error(socket: BunSocket, error: Error): void;
   connectError?(socket: BunSocket, error: Error): void;
+  handshake?(socket: BunSocket): void;
 }
 interface BunApi {
   listen(options: {
@@ -363,15 +364,50 @@ async function bunNativeProxy(args: Args): Promise<void> {
     close: (socket) => socket.data.peer?.end(),
     error: (socket) => socket.data.peer?.end(),
   };
+  // `upgrade: true` (terminate): listen plain, read the ClientHello, then start TLS on the same socket
+  // with it (`upgradeTLS` server side, as a router that peeks must); the backend is dialled once the
+  // handshake is done, as tlsroute does.
+  const upgradeTls =
+    args.upgrade === true
+      ? {
+          key: readFileSync(String(args.key), "utf8"),
+          cert: readFileSync(String(args.cert), "utf8"),
+          secureOptions: constants.SSL_OP_NO_TICKET,
+        }
+      : null;
+  const upgraded: BunHandlers = {
+    ...client,
+    open() {},
+    handshake: (socket) => client.open?.(socket),
+  };
+  const peeking: BunHandlers = {
+    open() {},
+    data(socket, chunk) {
+      socket.data = { peer: null, early: [] };
+      // The raw socket keeps seeing the encrypted bytes after the upgrade: only the first chunk counts.
+      if ((socket as BunSocket & { upgraded?: boolean }).upgraded) return;
+      (socket as BunSocket & { upgraded?: boolean }).upgraded = true;
+      (socket as unknown as { upgradeTLS(options: object): unknown }).upgradeTLS({
+        isServer: true,
+        initialData: chunk,
+        data: { peer: null, early: [] },
+        tls: upgradeTls,
+        socket: upgraded,
+      });
+    },
+    close() {},
+    error() {},
+  };
   const server = bun.listen({
     hostname: "127.0.0.1",
     port: 0,
-    ...(args.mode === "terminate"
+    ...(args.upgrade === true ? { socket: peeking } : {}),
+    ...(args.mode === "terminate" && args.upgrade !== true
       ? {
           tls: { key: readFileSync(String(args.key), "utf8"), cert: readFileSync(String(args.cert), "utf8") },
         }
       : {}),
-    socket: client,
+    socket: args.upgrade === true ? peeking : client,
   });
   onCommand({});
   say({ ready: true, port: server.port });

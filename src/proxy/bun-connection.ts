@@ -8,14 +8,31 @@
  */
 import type { ConnectionFacts } from "../routing/decide.ts";
 import { decide } from "../routing/decide.ts";
-import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
+import { type NativeSocket, type SocketOwner, upgradeNative } from "./bun-socket.ts";
 import { BunSocketStream, type Detached } from "./bun-stream.ts";
 import { fitsBunTunnel, type TunnelClient, tunnelOnBun } from "./bun-tunnel.ts";
 import { type ConnectionEnv, classify, factsBeforeBytes, serveConnection } from "./connection.ts";
 import type { ProxyAddresses } from "./dial.ts";
-import { accessLineWriter, logUnexpected, newAccessRecord } from "./log.ts";
+import {
+  type AccessReason,
+  type AccessRecord,
+  accessLineWriter,
+  logUnexpected,
+  newAccessRecord,
+} from "./log.ts";
 import { learnsCancelKey } from "./postgres-cancel.ts";
-import { inFlightLimits } from "./snapshot.ts";
+import type { ServerTarget } from "./services.ts";
+import { inFlightLimits, servingCertificate } from "./snapshot.ts";
+import { type NativeTlsConfig, readableTlsError } from "./terminate.ts";
+
+/** A routed connection waiting for its TLS handshake: what the tunnel needs once it is done. */
+interface AfterHandshake {
+  candidates: readonly ServerTarget[];
+  record: AccessRecord;
+  finish: (reason: AccessReason, detail?: string) => void;
+}
+
+const NO_BYTES = new Uint8Array(0);
 
 /**
  * The first owner of an accepted socket: reads until the first bytes say what the connection is,
@@ -30,10 +47,13 @@ export class BunConnection implements SocketOwner, TunnelClient {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private readonly acceptedAt = performance.now();
   private readonly addresses: ProxyAddresses;
-  private state: "peeking" | "dialling" | "closed" | "gone" = "peeking";
+  private state: "peeking" | "handshaking" | "dialling" | "closed" | "gone" = "peeking";
+  /** Handshaking: the route's tunnel, started once the handshake is done. */
+  private afterHandshake: AfterHandshake | null = null;
 
   constructor(
-    private readonly socket: NativeSocket,
+    /** The accepted socket; the TLS socket on it once TLS is terminated here. */
+    private socket: NativeSocket,
     private readonly env: ConnectionEnv,
   ) {
     // Read once: Bun's getters answer nothing after the close, and the access line needs them.
@@ -63,6 +83,37 @@ export class BunConnection implements SocketOwner, TunnelClient {
     }
   }
 
+  onHandshake(socket: NativeSocket, success: boolean, error: Error | undefined): void {
+    const next = this.afterHandshake;
+    if (this.state !== "handshaking" || !next) return;
+    this.afterHandshake = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (!success) {
+      this.state = "gone";
+      socket.end();
+      next.finish("tls_handshake_failed", `TLS handshake: ${error ? readableTlsError(error) : "failed"}`);
+      return;
+    }
+    next.record.tlsVersion = socket.getTLSVersion?.() ?? null;
+    this.startTunnel(next.candidates, NO_BYTES, next.record, next.finish);
+  }
+
+  /** The readTimeout also bounds the handshake, counted from the accept as on the stream path. */
+  private handshakeDeadline(finish: AfterHandshake["finish"]): void {
+    const bound = this.env.entryPoint.readTimeoutMs;
+    if (bound <= 0) return;
+    const left = Math.max(1, bound - (performance.now() - this.acceptedAt));
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.state !== "handshaking") return;
+      this.state = "gone";
+      this.afterHandshake = null;
+      this.socket.end();
+      finish("timeout", "TLS handshake: the client did not finish the TLS handshake in time");
+    }, left);
+  }
+
   onData(_socket: NativeSocket, chunk: Buffer): void {
     const bytes = this.bytes === null ? chunk : Buffer.concat([this.bytes, chunk]);
     this.bytes = bytes;
@@ -87,6 +138,18 @@ export class BunConnection implements SocketOwner, TunnelClient {
   onDrain(): void {}
 
   onClose(_socket: NativeSocket, error: Error | undefined): void {
+    if (this.state === "handshaking") {
+      const finish = this.afterHandshake?.finish;
+      this.afterHandshake = null;
+      this.state = "gone";
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
+      finish?.(
+        "tls_handshake_failed",
+        `TLS handshake: ${error ? readableTlsError(error) : "the client closed the connection during the handshake"}`,
+      );
+      return;
+    }
     if (this.state === "peeking") {
       // Closed before saying anything useful: the stream path logs it as it does for node:net.
       const stream = this.toStream(true);
@@ -116,7 +179,10 @@ export class BunConnection implements SocketOwner, TunnelClient {
     return factsBeforeBytes(this.env.entryPoint.name, src?.ip ?? "", dst?.ip ?? "");
   }
 
-  /** Relays on Bun's sockets when the route allows; false leaves the connection to the stream path. */
+  /**
+   * Relays on Bun's sockets when the route allows, terminating TLS with Bun's own TLS first when it
+   * says so; false leaves the connection to the stream path.
+   */
   private tryTunnel(facts: ConnectionFacts, bytes: Buffer): boolean {
     const { snapshot, entryPoint, log } = this.env;
     const decision = decide(snapshot.context, facts);
@@ -124,7 +190,14 @@ export class BunConnection implements SocketOwner, TunnelClient {
     if (inFlightLimits(snapshot, decision.route.middlewares).length > 0) return false;
     const plainServers = snapshot.services.onlyPlainServers(decision.service!);
     const cancelKey = learnsCancelKey(decision.mode, facts, false);
-    if (!fitsBunTunnel(decision, facts, plainServers, cancelKey)) return false;
+    let tls: NativeTlsConfig | null = null;
+    if (decision.mode === "terminate" && typeof this.socket.upgradeTLS === "function") {
+      const certificate = servingCertificate(snapshot, decision.certificate);
+      tls = snapshot.terminators
+        .get(decision.tlsOptions ?? "default", certificate, decision.alpn)
+        .nativeConfig();
+    }
+    if (!fitsBunTunnel(decision, facts, plainServers, cancelKey, tls !== null)) return false;
     // Picked only now, once: the stream path picks for itself.
     const candidates = snapshot.services.candidates(decision.service!);
     // None available: the stream path says so in its own words.
@@ -138,16 +211,41 @@ export class BunConnection implements SocketOwner, TunnelClient {
     record.router = decision.router;
     record.service = decision.service;
     record.mode = decision.mode;
-    this.state = "dialling";
+    const finish = accessLineWriter(record, this.acceptedAt, log);
     this.bytes = null;
+    if (tls === null) {
+      this.startTunnel(candidates, bytes, record, finish);
+      return true;
+    }
+    // TLS on this socket, fed the ClientHello already read; the tunnel starts once the handshake is done.
+    this.state = "handshaking";
+    this.afterHandshake = { candidates, record, finish };
+    this.handshakeDeadline(finish);
+    const upgraded = upgradeNative(this.socket, tls, bytes, this);
+    if (upgraded) this.socket = upgraded;
+    else {
+      this.state = "gone";
+      this.socket.end();
+      finish("tls_handshake_failed", "TLS handshake: this Bun could not start TLS on the socket");
+    }
+    return true;
+  }
+
+  /** Dials the route's servers and relays; `firstBytes` go to the backend first. */
+  private startTunnel(
+    candidates: readonly ServerTarget[],
+    firstBytes: Uint8Array,
+    record: AccessRecord,
+    finish: AfterHandshake["finish"],
+  ): void {
+    const { log } = this.env;
+    this.state = "dialling";
     // Nothing more is read until the tunnel takes the socket: a close still comes through.
     this.socket.pause();
-    const finish = accessLineWriter(record, this.acceptedAt, log);
-    tunnelOnBun(this, candidates, bytes, this.addresses, record, finish, log).catch((err: unknown) => {
+    tunnelOnBun(this, candidates, firstBytes, this.addresses, record, finish, log).catch((err: unknown) => {
       this.drop();
       logUnexpected(log, err);
     });
-    return true;
   }
 
   /** Hands the connection to the stream pipeline with what was read; null when it was already handed on. */

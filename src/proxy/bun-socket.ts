@@ -30,6 +30,20 @@ export interface NativeSocket {
   resume(): void;
   setNoDelay(noDelay: boolean): boolean;
   setKeepAlive(enable: boolean, initialDelayMs: number): boolean;
+  /**
+   * Starts TLS on this socket, as the server when `isServer`; `initialData` are bytes already read
+   * (the ClientHello the router peeked). Returns [raw, tls]: from then on the raw socket still reports
+   * the encrypted bytes it reads, and the TLS socket carries the connection.
+   */
+  upgradeTLS?(options: {
+    isServer: boolean;
+    initialData: Uint8Array;
+    data: SocketOwner;
+    tls: object;
+    socket: Handlers;
+  }): [NativeSocket, NativeSocket] | undefined;
+  /** On a TLS socket: "TLSv1.3", …, once the handshake is done. */
+  getTLSVersion?(): string | null;
 }
 
 /** Whoever handles a socket's events now. `open` only for dialled sockets, whose owner exists before. */
@@ -40,6 +54,8 @@ export interface SocketOwner {
   onClose(socket: NativeSocket, error: Error | undefined): void;
   onOpen?(socket: NativeSocket): void;
   onConnectError?(error: Error): void;
+  /** On a TLS socket: the handshake finished, or failed (`error` says why). */
+  onHandshake?(socket: NativeSocket, success: boolean, error: Error | undefined): void;
 }
 
 interface Handlers {
@@ -50,6 +66,7 @@ interface Handlers {
   close(socket: NativeSocket, error?: Error): void;
   error(socket: NativeSocket, error: Error): void;
   connectError?(socket: NativeSocket, error: Error): void;
+  handshake?(socket: NativeSocket, success: boolean, error: Error | undefined): void;
 }
 
 export interface NativeListener {
@@ -127,6 +144,38 @@ const dialHandlers: Handlers = {
   // A name that does not resolve fails before the socket has its data: the promise reports that one.
   connectError: (socket, error) => socket.data?.onConnectError?.(error),
 };
+
+/** One set for every TLS socket started on an accepted one: their owner is set by the upgrade. */
+const upgradedHandlers: Handlers = {
+  ...dialHandlers,
+  handshake: (socket, success, error) => socket.data.onHandshake?.(socket, success, error),
+};
+
+/** What the raw socket is owned by once TLS runs on it: its events are the TLS socket's business. */
+const UPGRADED_RAW: SocketOwner = CLOSED_OWNER;
+
+/**
+ * Starts the server side of TLS on an accepted socket, with the bytes already read from it; `owner`
+ * gets the TLS socket's events, `onHandshake` first. Null when this Bun cannot upgrade a socket.
+ */
+export function upgradeNative(
+  raw: NativeSocket,
+  config: object,
+  initialData: Uint8Array,
+  owner: SocketOwner,
+): NativeSocket | null {
+  if (typeof raw.upgradeTLS !== "function") return null;
+  const pair = raw.upgradeTLS({
+    isServer: true,
+    initialData,
+    data: owner,
+    tls: config,
+    socket: upgradedHandlers,
+  });
+  if (!pair) return null;
+  raw.data = UPGRADED_RAW;
+  return pair[1];
+}
 
 /** Listens with half-open connections allowed; under --workers every worker binds the same port. */
 export function listenNative(

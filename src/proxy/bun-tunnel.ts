@@ -349,8 +349,9 @@ export function relayNative(
 
 /**
  * Whether a routed connection can be relayed on Bun's sockets: nothing in it needs a stream. Not
- * for terminated TLS, nor PostgreSQL STARTTLS (the SSLRequest exchange with the backend) or a
- * session whose cancel key is learned (`learnsCancelKey`: the backend's stream is watched), nor a
+ * for TLS terminated by node:tls (`terminatesNatively` false: Bun's own TLS does it on an accepted
+ * socket, bun-connection.ts), nor PostgreSQL STARTTLS (the SSLRequest exchange with the backend) or
+ * a session whose cancel key is learned (`learnsCancelKey`: the backend's stream is watched), nor a
  * service with whoami or a backend dialled with TLS (`plainServers` false).
  */
 export function fitsBunTunnel(
@@ -358,8 +359,14 @@ export function fitsBunTunnel(
   facts: ConnectionFacts,
   plainServers: boolean,
   learnsCancelKey: boolean,
+  terminatesNatively = false,
 ): boolean {
-  return decision.mode !== "terminate" && !facts.postgres && plainServers && !learnsCancelKey;
+  return (
+    (decision.mode !== "terminate" || terminatesNatively) &&
+    !facts.postgres &&
+    plainServers &&
+    !learnsCancelKey
+  );
 }
 
 /** Where the client's socket comes from once a backend answered, and how to let it go if none does. */

@@ -8,6 +8,7 @@ import { ChallengeStore } from "../acme/challenges.ts";
 import type { ResolverCertificate } from "../acme/stored.ts";
 import { deniedListen } from "../cli/deno-permissions.ts";
 import type { EntryPoint } from "../config/model.ts";
+import type { Route } from "../routing/table.ts";
 import type { GeneratedCertificate } from "../tls/generated.ts";
 import { currentRuntime } from "../tls/runtime-support.ts";
 import { type Workspace, withResolverCertificates } from "../workspace.ts";
@@ -17,7 +18,7 @@ import { type ConnectionEnv, serveConnection } from "./connection.ts";
 import { joinHostPort } from "./dial.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import type { Logger } from "./log.ts";
-import { buildSnapshot, type Snapshot } from "./snapshot.ts";
+import { buildSnapshot, inFlightLimits, type Snapshot } from "./snapshot.ts";
 
 interface Listener {
   entryPoint: EntryPoint;
@@ -80,17 +81,23 @@ export class ProxyServer {
   }
 
   /**
-   * Bun's own sockets for an entry point whose routers never terminate TLS. Bun's TLS over a stream
-   * that is not its `net.Socket` (bun-stream.ts) closes on the client's close_notify, which breaks the
-   * half-close a terminated connection must carry; so an entry point with a terminating router stays
-   * on `node:net`. Under --workers, a port-0 entry point also stays there: every worker would bind a
+   * Bun's own sockets for an entry point whose terminating routers (if any) all terminate with Bun's
+   * own TLS and relay on its sockets (bun-connection.ts): no client certificate to check, plain
+   * servers only, no inFlightConn limit. Any other terminating router would take node:tls over a
+   * stream that is not Bun's `net.Socket` (bun-stream.ts), which closes on the client's close_notify
+   * and so breaks the half-close a terminated connection must carry: such an entry point stays on
+   * `node:net`. Under --workers, a port-0 entry point also stays there: every worker would bind a
    * port of its own, where node:cluster gives them all the same one.
    */
   private socketLayer(entryPoint: EntryPoint, snapshot: Snapshot): "bun" | "node:net" {
     if (!nativeSockets()) return "node:net";
     if (this.options.sharedPorts && entryPoint.port === 0) return "node:net";
     const routes = snapshot.context.tables.get(entryPoint.name)?.tls ?? [];
-    return routes.every((route) => route.mode !== "terminate") ? "bun" : "node:net";
+    const terminatesOnBun = (route: Route): boolean =>
+      !snapshot.terminators.checksClientCertificates(route.tlsOptions ?? "default") &&
+      snapshot.services.onlyPlainServers(route.service) &&
+      inFlightLimits(snapshot, route.middlewares).length === 0;
+    return routes.every((route) => route.mode !== "terminate" || terminatesOnBun(route)) ? "bun" : "node:net";
   }
 
   private configuredKey(entryPoint: EntryPoint, layer: "bun" | "node:net"): string {

@@ -41,9 +41,23 @@ function rawSocketOf(tls: TLSSocket): unknown {
   return upgraded ? fields[upgraded] : undefined;
 }
 
+/**
+ * Bun's node:tls turns a `tls.Server`'s options into the configuration of its own TLS layer through a
+ * method under this symbol (it returns that configuration and the socket class); the configuration
+ * carries the server's compiled context, so reusing it costs nothing per handshake.
+ */
+const BUN_TLS_CONFIG = Symbol.for("::buntls::");
+
+/** What Bun's `upgradeTLS` takes as `tls`: opaque here, built by Bun from a `tls.Server`'s options. */
+export type NativeTlsConfig = Readonly<Record<string, unknown>>;
+
 /** One tls.Server: fixed options, certificate and ALPN answer. */
-class Terminator {
+export class Terminator {
   private readonly server: Server;
+  /** Bun's configuration for this server (undefined: not asked yet; null: not available). */
+  private native: NativeTlsConfig | null | undefined;
+  /** Whether the handshake has to check a client certificate, which only the node:tls path does. */
+  private readonly checksClientCertificates: boolean;
   /** Handshakes in progress, by raw socket and, for runtimes without `_parent`, by "address|port". */
   private readonly pendingBySocket = new Map<unknown, Pending>();
   private readonly pendingByAddress = new Map<string, Pending>();
@@ -56,6 +70,7 @@ class Terminator {
   ) {
     const settings = nodeTlsSettings(options);
     const semantics = CLIENT_AUTH_TYPES[settings.clientAuth];
+    this.checksClientCertificates = settings.requestCert;
     const ecdhCurve = portableEcdhCurve(settings.ecdhCurve);
     this.server = createServer({
       key: certificate.keyPem,
@@ -106,6 +121,22 @@ class Terminator {
           : readableTlsError(err),
       });
     });
+  }
+
+  /**
+   * The same handshake for Bun's own sockets (`upgradeTLS`): Bun's configuration for this server, or
+   * null where there is none (another runtime, a Bun without the method) or where the handshake has to
+   * check a client certificate (done on the node:tls path only).
+   */
+  nativeConfig(): NativeTlsConfig | null {
+    if (this.native !== undefined) return this.native;
+    this.native = null;
+    const build = (this.server as unknown as Record<symbol, unknown>)[BUN_TLS_CONFIG];
+    if (this.checksClientCertificates || typeof build !== "function") return null;
+    const built: unknown = build.call(this.server, 0, undefined, false);
+    const config = Array.isArray(built) ? built[0] : null;
+    if (config !== null && typeof config === "object") this.native = config as NativeTlsConfig;
+    return this.native;
   }
 
   /** The handshake a TLS socket belongs to (its entry is removed when the handshake finishes). */
@@ -167,7 +198,7 @@ class Terminator {
  * OpenSSL's error text ("801C…:error:0A000102:SSL routines:tls_early_post_process_client_hello:unsupported
  * protocol:../ssl/statem/statem_srvr.c:1664:") shortened to its reason, with Node's code for searching.
  */
-function readableTlsError(err: Error & { code?: string }): string {
+export function readableTlsError(err: Error & { code?: string }): string {
   const reason =
     /:error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+)/.exec(err.message)?.[1]?.trim() ?? err.message.trim();
   return err.code ? `${reason} (${err.code})` : reason;
@@ -210,6 +241,11 @@ export class TerminatorCache {
     private readonly optionsByName: ReadonlyMap<string, TlsOptions>,
     private readonly clientCas: ReadonlyMap<string, string[]>,
   ) {}
+
+  /** Whether connections under these options have their client certificate checked (node:tls only). */
+  checksClientCertificates(optionsName: string): boolean {
+    return nodeTlsSettings(this.optionsByName.get(optionsName) ?? null).requestCert;
+  }
 
   get(optionsName: string, certificate: ServingCertificate, alpn: string | null): Terminator {
     const key = `${optionsName}\u0000${certificate.id}\u0000${alpn ?? ""}`;
