@@ -1,11 +1,14 @@
 /**
- * Entry points whose routers never terminate TLS: passthrough and plain TCP. On Bun they run on Bun's
- * own sockets (src/proxy/bun-socket.ts, bun-tunnel.ts) instead of node:net; this suite checks, on
- * whichever runtime `TLSROUTE_RUNTIME` names, what a user of such an entry point relies on: the
- * backend's own certificate, half-close both ways after a large upload into a backend that reads
- * late (backpressure), server-first protocols, failover and an unreachable service, the PROXY header
- * to the backend, terminationDelay, the drain on SIGTERM, and a reload that adds a terminating router
- * to such an entry point (on Bun it moves to node:net, whose TLS carries a half-close).
+ * Entry points that run on Bun's own sockets there (src/proxy/bun-socket.ts, bun-tunnel.ts,
+ * bun-connection.ts) instead of node:net: those whose routers never terminate TLS (passthrough and
+ * plain TCP), and those whose terminating routers all terminate with Bun's own TLS and relay to plain
+ * servers. This suite checks, on whichever runtime `TLSROUTE_RUNTIME` names, what a user of such an
+ * entry point relies on: the backend's own certificate, half-close both ways after a large upload
+ * into a backend that reads late (backpressure), server-first protocols, failover and an unreachable
+ * service, the PROXY header to the backend, terminationDelay, the drain on SIGTERM, a reload that adds
+ * a whoami router (on Bun the entry point moves to node:net); and for terminated connections: the
+ * configured certificate, both half-closes, TLS options (versions, ALPN), the handshake bounded by
+ * readTimeout, and which entry points stay on node:net (whoami, client certificates).
  */
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
@@ -15,7 +18,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
-import { hello, modernExtensions } from "./helpers/hello.ts";
+import { captureFirstBytes, hello, modernExtensions } from "./helpers/hello.ts";
 import { type IssuedCert, makePki } from "./helpers/pki.ts";
 import { runOn, runtimeUnderTest } from "./helpers/runtime.ts";
 import { sleep, waitUntil } from "./helpers/scratch.ts";
@@ -436,5 +439,325 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
     assert.equal(await code, 0);
     const stopped = serve.lines.find((l) => l.msg === "stopped");
     assert.equal(stopped?.forcedConnections, 1);
+  });
+});
+
+/**
+ * Plain backends for terminated connections. `late`: reads nothing for 300 ms, then counts and answers
+ * "done:N" after the client's end (half-close, backpressure). `leaver`: says "bye" and ends its side
+ * at once, then counts what the client still sends (the other half-close). `echo`: echoes.
+ */
+async function startPlainBackends() {
+  const leaverCounts: number[] = [];
+  const late = net.createServer({ allowHalfOpen: true }, (socket) => {
+    let received = 0;
+    socket.pause();
+    setTimeout(() => socket.resume(), 300);
+    socket.on("data", (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    socket.on("end", () => socket.end(`done:${received}\n`));
+    socket.on("error", () => socket.destroy());
+  });
+  const leaver = net.createServer({ allowHalfOpen: true }, (socket) => {
+    let received = 0;
+    socket.end("bye\n");
+    socket.on("data", (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    socket.on("end", () => leaverCounts.push(received));
+    socket.on("error", () => socket.destroy());
+  });
+  const echo = net.createServer({ allowHalfOpen: true }, (socket) => {
+    socket.pipe(socket);
+    socket.on("error", () => socket.destroy());
+  });
+  const closed = net.createServer();
+  const closedPort = await listen(closed);
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const servers = [late, leaver, echo];
+  const [latePort, leaverPort, echoPort] = await Promise.all(servers.map(listen));
+  return {
+    latePort: latePort!,
+    leaverPort: leaverPort!,
+    echoPort: echoPort!,
+    closedPort,
+    servers,
+    leaverCounts,
+  };
+}
+
+function terminatingConfig(
+  b: Awaited<ReturnType<typeof startPlainBackends>>,
+  cert: IssuedCert,
+  clientCa: IssuedCert,
+): string {
+  return `entryPoints:
+  term:
+    address: "127.0.0.1:0"
+    transport:
+      lifeCycle:
+        graceTimeOut: 1s
+      # Deno can lose a terminated connection's end after backpressure: idleTimeout bounds the wait (README).
+      respondingTimeouts:
+        readTimeout: 1s
+        idleTimeout: 2s
+  other:
+    address: "127.0.0.1:0"
+    transport:
+      lifeCycle:
+        graceTimeOut: 1s
+tls:
+  certificates:
+    - certFile: ${cert.certFile}
+      keyFile: ${cert.keyFile}
+  options:
+    modern:
+      minVersion: VersionTLS13
+    h2only:
+      alpnProtocols: [h2]
+    mtls:
+      clientAuth:
+        caFiles: [${clientCa.certFile}]
+        clientAuthType: RequireAndVerifyClientCert
+tcp:
+  routers:
+    late:
+      entryPoints: [term]
+      rule: "HostSNI(\`late.test\`)"
+      service: late
+      tls: {}
+    leaver:
+      entryPoints: [term]
+      rule: "HostSNI(\`leaver.test\`)"
+      service: leaver
+      tls: {}
+    modern:
+      entryPoints: [term]
+      rule: "HostSNI(\`modern.test\`)"
+      service: echo
+      tls: { options: modern }
+    h2:
+      entryPoints: [term]
+      rule: "HostSNI(\`h2.test\`)"
+      service: echo
+      tls: { options: h2only }
+    down:
+      entryPoints: [term]
+      rule: "HostSNI(\`down.test\`)"
+      service: down
+      tls: {}
+    who:
+      entryPoints: [other]
+      rule: "HostSNI(\`who.test\`)"
+      service: whoami
+      tls: {}
+    mtls:
+      entryPoints: [other]
+      rule: "HostSNI(\`mtls.test\`)"
+      service: echo
+      tls: { options: mtls }
+  services:
+    late:
+      loadBalancer:
+        terminationDelay: 5000
+        servers: [{ address: "127.0.0.1:${b.latePort}" }]
+    leaver:
+      loadBalancer:
+        terminationDelay: 5000
+        servers: [{ address: "127.0.0.1:${b.leaverPort}" }]
+    echo:
+      loadBalancer:
+        servers: [{ address: "127.0.0.1:${b.echoPort}" }]
+    down:
+      loadBalancer:
+        servers: [{ address: "127.0.0.1:${b.closedPort}" }]
+    whoami:
+      loadBalancer:
+        servers: [{ address: whoami@internal }]
+`;
+}
+
+/** A TLS client that sends `text` and reads until the proxy closes; rejects with the TLS error code. */
+function tlsExchange(port: number, options: tls.ConnectionOptions, text: string) {
+  return new Promise<{ reply: string; alpn: string | false | null; version: string | null }>(
+    (resolve, reject) => {
+      // Read at the handshake: Node 20 crashes (SIGSEGV) on getProtocol() once the socket is closed.
+      let version: string | null = null;
+      const socket = tls.connect({ host: HOST, port, ...options }, () => {
+        version = socket.getProtocol();
+        socket.end(text);
+      });
+      let reply = "";
+      socket.setEncoding("utf8");
+      socket.on("data", (chunk: string) => {
+        reply += chunk;
+      });
+      socket.on("close", () => resolve({ reply, alpn: socket.alpnProtocol, version }));
+      socket.on("error", (err: NodeJS.ErrnoException) => reject(new Error(String(err.code ?? err.message))));
+    },
+  );
+}
+
+describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "tlsroute-sockets-term-"));
+  const configFile = path.join(dir, "tlsroute.yml");
+  let backends: Awaited<ReturnType<typeof startPlainBackends>>;
+  let cert: IssuedCert;
+  let serve: ServeProcess;
+  const port = () => serve.ports.get("term")!;
+
+  before(async () => {
+    const pki = makePki(path.join(dir, "pki"));
+    const names = [
+      "late.test",
+      "leaver.test",
+      "modern.test",
+      "h2.test",
+      "down.test",
+      "who.test",
+      "mtls.test",
+    ];
+    cert = pki.selfSigned({ cn: "late.test", dns: names });
+    const clientCa = pki.selfSigned({ cn: "client CA" });
+    backends = await startPlainBackends();
+    writeFileSync(configFile, terminatingConfig(backends, cert, clientCa));
+    serve = await startServe(["-c", configFile], { expectEntryPoints: 2 });
+  });
+
+  after(async () => {
+    await serve?.stop("SIGKILL").catch(() => undefined);
+    for (const server of backends?.servers ?? []) server.close();
+  });
+
+  it("on Bun, Bun's own sockets and TLS where every terminating router fits; node:net with whoami or client certificates", () => {
+    const layer = (name: string) =>
+      serve.lines.find((l) => l.msg === "listening" && l.entryPoint === name)?.sockets;
+    assert.equal(layer("term"), RUNTIME === "bun" ? "bun" : undefined);
+    assert.equal(layer("other"), RUNTIME === "bun" ? "node:net" : undefined);
+  });
+
+  it("8 MiB into a backend that reads late, then the client's close_notify and FIN: the answer still comes back", async () => {
+    const result = await uploadThenEnd(port(), "late.test", cert.certPem, UPLOAD);
+    assert.equal(result.reply, `done:${UPLOAD}\n`);
+    assert.equal(result.certificate, fingerprint(cert.certPem));
+    const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "late", 5000);
+    assert.equal(access.reason, "closed");
+    assert.equal(access.mode, "terminate");
+    assert.equal(access.tlsVersion, "TLSv1.3");
+    assert.equal(access.server, `127.0.0.1:${backends.latePort}`);
+    // Decrypted bytes, as the backend saw them.
+    assert.equal(access.bytesIn, UPLOAD);
+    assert.equal(access.bytesOut, `done:${UPLOAD}\n`.length);
+  });
+
+  it("a backend that ends first: the client reads its end, then still sends, and the backend gets it", async () => {
+    const got = await new Promise<string>((resolve, reject) => {
+      // allowHalfOpen (documented for tls.connect, missing from its types): keep writing after the end.
+      const options = {
+        host: HOST,
+        port: port(),
+        servername: "leaver.test",
+        ca: cert.certPem,
+        allowHalfOpen: true,
+      };
+      const socket = tls.connect(options);
+      let text = "";
+      socket.setEncoding("utf8");
+      socket.on("data", (chunk: string) => {
+        text += chunk;
+      });
+      socket.on("end", () => socket.end(Buffer.alloc(100_000)));
+      socket.on("close", () => resolve(text));
+      socket.on("error", reject);
+    });
+    assert.equal(got, "bye\n");
+    await waitUntil("the backend counted the client's bytes", () => backends.leaverCounts.length > 0);
+    assert.deepEqual(backends.leaverCounts, [100_000]);
+    const access = await serve.waitFor((l) => l.msg === "connection" && l.router === "leaver", 5000);
+    assert.equal(access.reason, "closed");
+    assert.equal(access.bytesIn, 100_000);
+  });
+
+  it("TLS options apply: TLS 1.3 only refuses a TLS 1.2 client (protocol_version); ALPN h2 is negotiated", async () => {
+    await assert.rejects(
+      tlsExchange(port(), { servername: "modern.test", ca: cert.certPem, maxVersion: "TLSv1.2" }, "x"),
+      /ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION/,
+    );
+    const failed = await serve.waitFor((l) => l.msg === "connection" && l.router === "modern", 5000);
+    assert.equal(failed.reason, "tls_handshake_failed");
+    assert.match(String(failed.detail), /^TLS handshake: /);
+
+    const h2 = await tlsExchange(
+      port(),
+      { servername: "h2.test", ca: cert.certPem, ALPNProtocols: ["h2", "http/1.1"] },
+      "ping",
+    );
+    assert.deepEqual(h2, { reply: "ping", alpn: "h2", version: "TLSv1.3" });
+  });
+
+  it("a ClientHello and then silence: the readTimeout ends the handshake", async () => {
+    const clientHello = await captureFirstBytes((capturePort) => {
+      const socket = tls.connect({
+        host: HOST,
+        port: capturePort,
+        servername: "late.test",
+        rejectUnauthorized: false,
+      });
+      socket.on("error", () => undefined);
+      return { stop: () => socket.destroy() };
+    });
+    const started = Date.now();
+    const result = await plainExchange(port(), clientHello);
+    assert.equal(result.closed, true);
+    // The server's handshake messages came back before the timeout.
+    assert.ok(result.text.length > 0);
+    const access = await serve.waitFor(
+      (l) => l.msg === "connection" && l.router === "late" && l.reason === "timeout",
+      5000,
+    );
+    assert.match(String(access.detail), /TLS handshake/);
+    assert.ok(Date.now() - started >= 900, `closed after ${Date.now() - started} ms`);
+  });
+
+  it("a server that refuses the connection after the handshake: backend_unreachable", async () => {
+    const result = await tlsExchange(port(), { servername: "down.test", ca: cert.certPem }, "x");
+    assert.equal(result.reply, "");
+    const down = await serve.waitFor((l) => l.msg === "connection" && l.router === "down", 5000);
+    assert.equal(down.reason, "backend_unreachable");
+    assert.match(String(down.detail), /ECONNREFUSED/);
+  });
+
+  it("whoami and client certificates work on the other entry point", async () => {
+    const other = serve.ports.get("other")!;
+    const who = await tlsExchange(other, { servername: "who.test", ca: cert.certPem }, "");
+    assert.equal((JSON.parse(who.reply) as { router: string }).router, "who");
+    await assert.rejects(
+      tlsExchange(other, { servername: "mtls.test", ca: cert.certPem }, "x").then((r) => {
+        // TLS 1.3: the refusal can come after the client's side of the handshake finished.
+        if (r.reply === "") throw new Error("refused after the handshake");
+        return r;
+      }),
+    );
+    const refused = await serve.waitFor((l) => l.msg === "connection" && l.router === "mtls", 5000);
+    assert.equal(refused.reason, "client_cert_required");
+  });
+
+  it("SIGTERM waits for an open terminated connection up to graceTimeOut, then closes it", async () => {
+    const socket = tls.connect({ host: HOST, port: port(), servername: "h2.test", ca: cert.certPem });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", () => resolve());
+      socket.once("error", reject);
+    });
+    socket.write("ping");
+    await new Promise<void>((resolve) => socket.once("data", () => resolve()));
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.on("error", () => undefined);
+    const code = serve.stop("SIGTERM", 10_000);
+    const shutting = await serve.waitFor((l) => l.msg === "shutting down", 5000);
+    assert.equal(shutting.openConnections, 1);
+    await closed;
+    assert.equal(await code, 0);
+    assert.equal(serve.lines.find((l) => l.msg === "stopped")?.forcedConnections, 1);
   });
 });

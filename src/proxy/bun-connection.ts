@@ -55,6 +55,8 @@ export class BunConnection implements SocketOwner, TunnelClient {
     /** The accepted socket; the TLS socket on it once TLS is terminated here. */
     private socket: NativeSocket,
     private readonly env: ConnectionEnv,
+    /** Tells the listener which socket now stands for the connection (TLS started on it). */
+    private readonly replaced: (before: NativeSocket, after: NativeSocket) => void,
   ) {
     // Read once: Bun's getters answer nothing after the close, and the access line needs them.
     this.addresses = {
@@ -222,8 +224,10 @@ export class BunConnection implements SocketOwner, TunnelClient {
     this.afterHandshake = { candidates, record, finish };
     this.handshakeDeadline(finish);
     const upgraded = upgradeNative(this.socket, tls, bytes, this);
-    if (upgraded) this.socket = upgraded;
-    else {
+    if (upgraded) {
+      this.replaced(this.socket, upgraded.raw);
+      this.socket = upgraded.tls;
+    } else {
       this.state = "gone";
       this.socket.end();
       finish("tls_handshake_failed", "TLS handshake: this Bun could not start TLS on the socket");

@@ -42,6 +42,8 @@ export interface NativeSocket {
     tls: object;
     socket: Handlers;
   }): [NativeSocket, NativeSocket] | undefined;
+  /** 1 while open, -1 once closed (Bun 1.4.5). */
+  readonly readyState?: number;
   /** On a TLS socket: "TLSv1.3", …, once the handshake is done. */
   getTLSVersion?(): string | null;
 }
@@ -145,27 +147,33 @@ const dialHandlers: Handlers = {
   connectError: (socket, error) => socket.data?.onConnectError?.(error),
 };
 
+/** Whether Bun has closed the socket already. */
+export function isClosed(socket: NativeSocket): boolean {
+  return socket.readyState !== undefined && socket.readyState < 0;
+}
+
 /** One set for every TLS socket started on an accepted one: their owner is set by the upgrade. */
 const upgradedHandlers: Handlers = {
   ...dialHandlers,
   handshake: (socket, success, error) => socket.data.onHandshake?.(socket, success, error),
 };
 
-/** What the raw socket is owned by once TLS runs on it: its events are the TLS socket's business. */
-const UPGRADED_RAW: SocketOwner = CLOSED_OWNER;
-
 /**
  * Starts the server side of TLS on an accepted socket, with the bytes already read from it; `owner`
  * gets the TLS socket's events, `onHandshake` first. Null when this Bun cannot upgrade a socket.
+ *
+ * The accepted socket object is done with after this: Bun carries the connection on two new ones.
+ * `raw` keeps the listener's handlers and reports the encrypted bytes (ignored here); it is the one
+ * whose close the listener sees and whose `end()` closes the connection. `tls` carries the plaintext.
  */
 export function upgradeNative(
-  raw: NativeSocket,
+  accepted: NativeSocket,
   config: object,
   initialData: Uint8Array,
   owner: SocketOwner,
-): NativeSocket | null {
-  if (typeof raw.upgradeTLS !== "function") return null;
-  const pair = raw.upgradeTLS({
+): { raw: NativeSocket; tls: NativeSocket } | null {
+  if (typeof accepted.upgradeTLS !== "function") return null;
+  const pair = accepted.upgradeTLS({
     isServer: true,
     initialData,
     data: owner,
@@ -173,8 +181,8 @@ export function upgradeNative(
     socket: upgradedHandlers,
   });
   if (!pair) return null;
-  raw.data = UPGRADED_RAW;
-  return pair[1];
+  pair[0].data = CLOSED_OWNER;
+  return { raw: pair[0], tls: pair[1] };
 }
 
 /** Listens with half-open connections allowed; under --workers every worker binds the same port. */

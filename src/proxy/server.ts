@@ -13,7 +13,7 @@ import type { GeneratedCertificate } from "../tls/generated.ts";
 import { currentRuntime } from "../tls/runtime-support.ts";
 import { type Workspace, withResolverCertificates } from "../workspace.ts";
 import { BunConnection } from "./bun-connection.ts";
-import { CLOSED_OWNER, listenNative, type NativeSocket, nativeSockets } from "./bun-socket.ts";
+import { CLOSED_OWNER, isClosed, listenNative, type NativeSocket, nativeSockets } from "./bun-socket.ts";
 import { type ConnectionEnv, serveConnection } from "./connection.ts";
 import { joinHostPort } from "./dial.ts";
 import { HealthChecker } from "./healthcheck.ts";
@@ -35,8 +35,13 @@ export class ProxyServer {
   private health: HealthChecker;
   private readonly listeners = new Map<string, Listener>();
   private readonly active = new Set<Socket>();
-  /** On Bun's own sockets: the accepted sockets, whoever owns them now (a stream or a tunnel). */
-  private readonly activeNative = new Set<NativeSocket>();
+  /**
+   * On Bun's own sockets: each open connection by its accepted socket, with the socket whose end()
+   * closes it (the accepted one, or the one Bun carries it on once TLS started: `retrackNative`).
+   */
+  private readonly activeNative = new Map<NativeSocket, NativeSocket>();
+  /** The accepted socket of a connection Bun carries on another socket since TLS started on it. */
+  private readonly acceptedAs = new WeakMap<NativeSocket, NativeSocket>();
   /** Listeners closed by stopAccepting() whose close (after their last connection) is still due. */
   private readonly closingListeners = new Set<Listener>();
   private closing = false;
@@ -124,7 +129,9 @@ export class ProxyServer {
       try {
         native = listenNative(bun, entryPoint.host, entryPoint.port, this.options.sharedPorts === true, {
           accept: (socket) => this.acceptNative(socket, entryPoint.name),
-          closed: (socket) => this.activeNative.delete(socket),
+          // Bun reports the close on either socket of an upgraded connection (the accepted one when
+          // the handshake fails at once): both stand for the connection.
+          closed: (socket) => this.activeNative.delete(this.acceptedAs.get(socket) ?? socket),
         });
       } catch (err) {
         throw listenError(entryPoint, err as NodeJS.ErrnoException);
@@ -184,16 +191,29 @@ export class ProxyServer {
     });
   }
 
+  /** A connection whose accepted socket gave way to another (TLS started on it): track that one. */
+  private readonly retrackNative = (before: NativeSocket, after: NativeSocket): void => {
+    if (!this.activeNative.has(before)) return;
+    // A handshake that fails on the bytes handed over closes the connection inside the upgrade, on
+    // the new socket, before this is called: nothing is left to track.
+    if (isClosed(after)) {
+      this.activeNative.delete(before);
+      return;
+    }
+    this.activeNative.set(before, after);
+    this.acceptedAs.set(after, before);
+  };
+
   /** A connection on Bun's own sockets: BunConnection reads its first bytes on the socket's handlers. */
   private acceptNative(socket: NativeSocket, entryPointName: string): void {
-    this.activeNative.add(socket);
+    this.activeNative.set(socket, socket);
     const env = this.connectionEnv(entryPointName);
     if (!env) {
       socket.data = CLOSED_OWNER;
       socket.end();
       return;
     }
-    const connection = new BunConnection(socket, env);
+    const connection = new BunConnection(socket, env, this.retrackNative);
     socket.data = connection;
     connection.start();
   }
@@ -311,7 +331,7 @@ export class ProxyServer {
     }
     const forced = this.openConnections;
     for (const socket of this.active) socket.destroy();
-    for (const socket of this.activeNative) socket.end();
+    for (const socket of this.activeNative.values()) socket.end();
     await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, 1_000).unref())]);
     return { forced };
   }

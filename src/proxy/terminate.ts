@@ -200,7 +200,7 @@ export class Terminator {
  */
 export function readableTlsError(err: Error & { code?: string }): string {
   const reason =
-    /:error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+)/.exec(err.message)?.[1]?.trim() ?? err.message.trim();
+    /(?:^|:)error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+)/.exec(err.message)?.[1]?.trim() ?? err.message.trim();
   return err.code ? `${reason} (${err.code})` : reason;
 }
 
