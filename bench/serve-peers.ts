@@ -267,7 +267,8 @@ async function pipeProxy(args: Args): Promise<void> {
               const tlsSocket = terminator
                 ? await terminator.handshake(client, first, 10_000).then((outcome) => {
                     if (!outcome.ok) throw new Error(outcome.message);
-                    return outcome.socket;
+                    // A net.Socket is terminated by node:tls: a TLSSocket.
+                    return outcome.socket as tls.TLSSocket;
                   })
                 : // Handed back by the tls.Server's connection listener, found by the raw socket.
                   await new Promise<tls.TLSSocket>((resolve) => {

@@ -1,14 +1,14 @@
 /**
- * Entry points that run on Bun's own sockets there (src/proxy/bun-socket.ts, bun-tunnel.ts,
- * bun-connection.ts) instead of node:net: those whose routers never terminate TLS (passthrough and
- * plain TCP), and those whose terminating routers all terminate with Bun's own TLS and relay to plain
- * servers. This suite checks, on whichever runtime `TLSROUTE_RUNTIME` names, what a user of such an
- * entry point relies on: the backend's own certificate, half-close both ways after a large upload
- * into a backend that reads late (backpressure), server-first protocols, failover and an unreachable
- * service, the PROXY header to the backend, terminationDelay, the drain on SIGTERM, a reload that adds
- * a whoami router (on Bun the entry point moves to node:net); and for terminated connections: the
- * configured certificate, both half-closes, TLS options (versions, ALPN), the handshake bounded by
- * readTimeout, and which entry points stay on node:net (whoami, client certificates).
+ * Entry points on Bun's own sockets (src/proxy/bun-socket.ts, bun-connection.ts, bun-tunnel.ts) and,
+ * for terminated connections, Bun's own TLS (terminate.ts, bun-stream.ts), instead of node:net and
+ * node:tls: every entry point on Bun. This suite checks, on whichever runtime `TLSROUTE_RUNTIME` names,
+ * what a user of such an entry point relies on. Passthrough and plain TCP: the backend's own
+ * certificate, half-close both ways after a large upload into a backend that reads late
+ * (backpressure), server-first protocols, failover and an unreachable service, the PROXY header to the
+ * backend, terminationDelay, the drain on SIGTERM, a reload that adds a terminating router.
+ * Terminated: the configured certificate, both half-closes, TLS options (versions, ALPN), the
+ * handshake bounded by readTimeout, an unreachable backend, whoami's view of the session, a required
+ * client certificate, the drain on SIGTERM.
  */
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
@@ -392,12 +392,13 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
     }
   });
 
-  it("a reload adding a terminating router serves it at once (on Bun: the entry point moves to node:net)", async () => {
+  it("a reload adding a terminating router serves it at once, on the same listener", async () => {
     writeFileSync(configFile, configText(backends, true));
     serve.child.kill("SIGHUP");
     await serve.waitFor((l) => l.msg === "configuration reloaded", 10_000);
     const pass = serve.lines.filter((l) => l.msg === "listening" && l.entryPoint === "pass");
-    if (RUNTIME === "bun") assert.equal(pass.at(-1)?.sockets, "node:net");
+    // Nothing to rebind: the address and the socket layer are unchanged (Bun's TLS terminates there).
+    assert.equal(pass.length, 1);
     const port = Number(String(pass.at(-1)!.address).split(":").at(-1));
     const line = await new Promise<string>((resolve, reject) => {
       const socket = tls.connect(
@@ -630,11 +631,11 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     for (const server of backends?.servers ?? []) server.close();
   });
 
-  it("on Bun, Bun's own sockets and TLS where every terminating router fits; node:net with whoami or client certificates", () => {
+  it("on Bun, Bun's own sockets for every entry point", () => {
     const layer = (name: string) =>
       serve.lines.find((l) => l.msg === "listening" && l.entryPoint === name)?.sockets;
     assert.equal(layer("term"), RUNTIME === "bun" ? "bun" : undefined);
-    assert.equal(layer("other"), RUNTIME === "bun" ? "node:net" : undefined);
+    assert.equal(layer("other"), RUNTIME === "bun" ? "bun" : undefined);
   });
 
   it("8 MiB into a backend that reads late, then the client's close_notify and FIN: the answer still comes back", async () => {
@@ -728,10 +729,14 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     assert.match(String(down.detail), /ECONNREFUSED/);
   });
 
-  it("whoami and client certificates work on the other entry point", async () => {
+  it("whoami reports the TLS session; a client without the certificate the router requires is refused", async () => {
     const other = serve.ports.get("other")!;
     const who = await tlsExchange(other, { servername: "who.test", ca: cert.certPem }, "");
-    assert.equal((JSON.parse(who.reply) as { router: string }).router, "who");
+    const seen = JSON.parse(who.reply) as Record<string, unknown>;
+    assert.equal(seen.router, "who");
+    assert.equal(seen.mode, "terminate");
+    assert.equal(seen.tlsVersion, "TLSv1.3");
+    assert.match(String(seen.cipher), /^TLS_/);
     await assert.rejects(
       tlsExchange(other, { servername: "mtls.test", ca: cert.certPem }, "x").then((r) => {
         // TLS 1.3: the refusal can come after the client's side of the handshake finished.

@@ -195,9 +195,13 @@ export class BunConnection implements SocketOwner, TunnelClient {
     let tls: NativeTlsConfig | null = null;
     if (decision.mode === "terminate" && typeof this.socket.upgradeTLS === "function") {
       const certificate = servingCertificate(snapshot, decision.certificate);
-      tls = snapshot.terminators
-        .get(decision.tlsOptions ?? "default", certificate, decision.alpn)
-        .nativeConfig();
+      const terminator = snapshot.terminators.get(
+        decision.tlsOptions ?? "default",
+        certificate,
+        decision.alpn,
+      );
+      // A client certificate to check: the stream path's handshake (Bun's TLS too) judges it.
+      if (!terminator.checksClientCertificates) tls = terminator.nativeConfig();
     }
     if (!fitsBunTunnel(decision, facts, plainServers, cancelKey, tls !== null)) return false;
     // Picked only now, once: the stream path picks for itself.
@@ -258,7 +262,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     this.state = "gone";
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const stream = new BunSocketStream(this.socket, this.addresses);
+    const stream = new BunSocketStream(this.socket, this.addresses, this.replaced);
     this.socket.data = stream;
     if (this.bytes) stream.push(this.bytes);
     this.bytes = null;

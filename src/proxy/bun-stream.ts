@@ -6,8 +6,16 @@
  * (bun-tunnel.ts) and the stream object can be collected.
  */
 import { Duplex } from "node:stream";
-import type { NativeSocket, SocketOwner } from "./bun-socket.ts";
+import { type NativeSocket, type SocketOwner, upgradeNative } from "./bun-socket.ts";
 import type { ProxyAddresses } from "./dial.ts";
+
+/** Tells the listener which socket stands for the connection once TLS started on it (server.ts). */
+export type Retrack = (before: NativeSocket, after: NativeSocket) => void;
+
+/** How a TLS handshake on Bun's own TLS ended. */
+export type NativeHandshake =
+  | { ok: true; stream: BunTlsStream }
+  | { ok: false; reason: "timeout" | "handshake_failed"; error: Error | null; message: string };
 
 export interface Detached {
   socket: NativeSocket;
@@ -22,7 +30,7 @@ export class BunSocketStream extends Duplex implements SocketOwner {
   readonly remotePort: number;
   readonly localAddress: string;
   readonly localPort: number;
-  private socket: NativeSocket | null;
+  protected socket: NativeSocket | null;
   /** A write the kernel took only part of: the rest, and the callback that waits for it. */
   private pending: { bytes: Uint8Array; callback: (error?: Error | null) => void } | null = null;
   /** `_final` came while a write was pending: the FIN follows the last byte. */
@@ -30,7 +38,11 @@ export class BunSocketStream extends Duplex implements SocketOwner {
   private readEnded = false;
 
   /** `addresses`: the socket's, read at accept (Bun's getters answer nothing once it is closed). */
-  constructor(socket: NativeSocket, addresses: ProxyAddresses) {
+  constructor(
+    socket: NativeSocket | null,
+    private readonly addresses: ProxyAddresses,
+    private readonly retrack: Retrack,
+  ) {
     super({ allowHalfOpen: true });
     this.socket = socket;
     this.remoteAddress = addresses.src?.ip ?? "";
@@ -121,6 +133,44 @@ export class BunSocketStream extends Duplex implements SocketOwner {
   }
 
   /**
+   * Terminates TLS on this connection with Bun's own TLS (`config`: Terminator.nativeConfig()), fed
+   * `peeked` (the ClientHello the pipeline read) and whatever the stream still holds. The connection
+   * goes on in the BunTlsStream it resolves with; this stream is done either way. `timeoutMs` bounds
+   * the handshake.
+   */
+  startTls(config: object, peeked: Uint8Array, timeoutMs: number): Promise<NativeHandshake> {
+    const socket = this.socket;
+    if (!socket || this.pending || this.destroyed) {
+      return Promise.resolve({
+        ok: false,
+        reason: "handshake_failed",
+        error: null,
+        message: "the client closed the connection during the handshake",
+      });
+    }
+    const unread = this.readableLength > 0 ? (this.read() as Buffer | null) : null;
+    const initial = unread ? Buffer.concat([peeked, unread]) : peeked;
+    this.socket = null;
+    return new Promise((resolve) => {
+      const tls = new BunTlsStream(this.addresses, this.retrack, resolve, timeoutMs);
+      const upgraded = upgradeNative(socket, config, initial, tls);
+      this.destroy();
+      if (!upgraded) {
+        socket.end();
+        tls.settle({
+          ok: false,
+          reason: "handshake_failed",
+          error: null,
+          message: "this Bun cannot start TLS",
+        });
+        return;
+      }
+      this.retrack(socket, upgraded.raw);
+      tls.attach(upgraded.tls);
+    });
+  }
+
+  /**
    * Gives the socket up, with the bytes read and not consumed; the caller makes itself the socket's
    * owner (`socket.data`) before returning to the event loop. Null when the stream can no longer give
    * it up: closed, or a write still pending.
@@ -134,5 +184,110 @@ export class BunSocketStream extends Duplex implements SocketOwner {
     // The stream says goodbye like a closed socket would, so whoever tracks it lets go.
     this.destroy();
     return detached;
+  }
+}
+
+/** What a TLS socket of Bun's own says about its session (Bun 1.4.5). */
+interface NativeTlsSocket extends NativeSocket {
+  getCipher?(): { name: string } | undefined;
+  getPeerCertificate?(): Record<string, unknown> | undefined;
+  readonly alpnProtocol?: string | false | null;
+  readonly authorized?: boolean;
+}
+
+/**
+ * A connection whose TLS Bun's own TLS terminated (BunSocketStream.startTls): the same Duplex over the
+ * TLS socket, with what the pipeline reads of a `tls.TLSSocket` (version, cipher, ALPN, the client's
+ * certificate and whether it verified).
+ */
+export class BunTlsStream extends BunSocketStream {
+  private resolveHandshake: ((outcome: NativeHandshake) => void) | null;
+  private timer: ReturnType<typeof setTimeout> | null;
+  /** Why the client certificate did not verify, as the handshake reported it. */
+  authorizationError: Error | null = null;
+
+  constructor(
+    addresses: ProxyAddresses,
+    retrack: Retrack,
+    resolve: (outcome: NativeHandshake) => void,
+    timeoutMs: number,
+  ) {
+    super(null, addresses, retrack);
+    this.resolveHandshake = resolve;
+    this.timer = setTimeout(
+      () => {
+        this.settle({
+          ok: false,
+          reason: "timeout",
+          error: null,
+          message: "the client did not finish the TLS handshake in time",
+        });
+      },
+      Math.max(1, timeoutMs),
+    );
+  }
+
+  /** The TLS socket, once the upgrade returned (its handshake may already have failed inside it). */
+  attach(socket: NativeSocket): void {
+    if (!this.destroyed) this.socket ??= socket;
+  }
+
+  /** Reports the handshake's outcome, once; a failed one closes the connection. */
+  settle(outcome: NativeHandshake): void {
+    const resolve = this.resolveHandshake;
+    if (!resolve) return;
+    this.resolveHandshake = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (!outcome.ok) this.destroy();
+    resolve(outcome);
+  }
+
+  onHandshake(socket: NativeSocket, success: boolean, error: Error | undefined): void {
+    this.socket ??= socket;
+    this.authorizationError = error ?? null;
+    if (success) this.settle({ ok: true, stream: this });
+    else {
+      this.settle({
+        ok: false,
+        reason: "handshake_failed",
+        error: error ?? null,
+        message: error?.message ?? "the TLS handshake failed",
+      });
+    }
+  }
+
+  override onClose(socket: NativeSocket, error: Error | undefined): void {
+    this.settle({
+      ok: false,
+      reason: "handshake_failed",
+      error: error ?? null,
+      message: error?.message ?? "the client closed the connection during the handshake",
+    });
+    super.onClose(socket, error);
+  }
+
+  private get tls(): NativeTlsSocket | null {
+    return this.socket as NativeTlsSocket | null;
+  }
+
+  getProtocol(): string | null {
+    return this.tls?.getTLSVersion?.() ?? null;
+  }
+
+  getCipher(): { name: string } | undefined {
+    return this.tls?.getCipher?.();
+  }
+
+  get alpnProtocol(): string | false | null {
+    return this.tls?.alpnProtocol ?? null;
+  }
+
+  get authorized(): boolean {
+    return this.tls?.authorized === true;
+  }
+
+  getPeerCertificate(): Record<string, unknown> {
+    return this.tls?.getPeerCertificate?.() ?? {};
   }
 }

@@ -21,7 +21,7 @@ import {
 import { decodeProxyHeader } from "../wire/proxy-protocol.ts";
 import { ALERT_NO_APPLICATION_PROTOCOL, ALERT_UNRECOGNIZED_NAME, fatalAlert } from "./alerts.ts";
 import { dialFirst, relayEnded } from "./backend.ts";
-import { BunSocketStream } from "./bun-stream.ts";
+import { BunSocketStream, BunTlsStream } from "./bun-stream.ts";
 import { fitsBunTunnel, tunnelOnBun } from "./bun-tunnel.ts";
 import { dialServer, joinHostPort, type ProxyAddresses } from "./dial.ts";
 import {
@@ -38,7 +38,7 @@ import { lostEndGuardFor, type RelayOptions, relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
-import { challengeTerminator, type HandshakeOutcome } from "./terminate.ts";
+import { challengeTerminator, type HandshakeOutcome, type TerminatedSocket } from "./terminate.ts";
 import { WHOAMI_ADDRESS, whoamiLine } from "./whoami.ts";
 
 /** An accepted client connection: a `net.Socket`, or on Bun a stream over Bun's own socket. */
@@ -398,7 +398,7 @@ async function serveRoute(
   deadline: number,
 ): Promise<void> {
   const { snapshot } = env;
-  let client: AcceptedSocket | TLSSocket = socket;
+  let client: AcceptedSocket | TerminatedSocket = socket;
   let toBackendFirst: Buffer = peeked;
   if (decision.mode === "terminate") {
     const certificate = servingCertificate(snapshot, decision.certificate);
@@ -449,7 +449,13 @@ async function serveRoute(
   // (bun-connection.ts): the tunnel holds a few KB per connection where two streams hold far more.
   if (
     client instanceof BunSocketStream &&
-    fitsBunTunnel(decision, facts, snapshot.services.onlyPlainServers(decision.service!), watchCancelKeys)
+    fitsBunTunnel(
+      decision,
+      facts,
+      snapshot.services.onlyPlainServers(decision.service!),
+      watchCancelKeys,
+      client instanceof BunTlsStream,
+    )
   ) {
     const stream = client;
     const tunnelClient = { take: () => stream.detach(), drop: () => stream.destroy() };

@@ -8,7 +8,6 @@ import { ChallengeStore } from "../acme/challenges.ts";
 import type { ResolverCertificate } from "../acme/stored.ts";
 import { deniedListen } from "../cli/deno-permissions.ts";
 import type { EntryPoint } from "../config/model.ts";
-import type { Route } from "../routing/table.ts";
 import type { GeneratedCertificate } from "../tls/generated.ts";
 import { currentRuntime } from "../tls/runtime-support.ts";
 import { type Workspace, withResolverCertificates } from "../workspace.ts";
@@ -18,7 +17,8 @@ import { type ConnectionEnv, serveConnection } from "./connection.ts";
 import { joinHostPort } from "./dial.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import type { Logger } from "./log.ts";
-import { buildSnapshot, inFlightLimits, type Snapshot } from "./snapshot.ts";
+import { buildSnapshot, type Snapshot } from "./snapshot.ts";
+import { terminatesNatively } from "./terminate.ts";
 
 interface Listener {
   entryPoint: EntryPoint;
@@ -81,35 +81,27 @@ export class ProxyServer {
     for (const ep of this.snapshot.workspace.model.entryPoints.values()) {
       // A shutdown that began during start (a signal) must not be followed by more listeners.
       if (this.closing) return;
-      await this.listen(ep, this.snapshot);
+      await this.listen(ep);
     }
   }
 
   /**
-   * Bun's own sockets for an entry point whose terminating routers (if any) all terminate with Bun's
-   * own TLS and relay on its sockets (bun-connection.ts): no client certificate to check, plain
-   * servers only, no inFlightConn limit. Any other terminating router would take node:tls over a
-   * stream that is not Bun's `net.Socket` (bun-stream.ts), which closes on the client's close_notify
-   * and so breaks the half-close a terminated connection must carry: such an entry point stays on
-   * `node:net`. Under --workers, a port-0 entry point also stays there: every worker would bind a
-   * port of its own, where node:cluster gives them all the same one.
+   * Bun's own sockets for every entry point, when Bun's own TLS can terminate on them (terminate.ts):
+   * node:tls over a stream that is not Bun's `net.Socket` (bun-stream.ts) closes on the client's
+   * close_notify, which would break the half-close a terminated connection must carry. Under
+   * --workers, a port-0 entry point stays on `node:net`: every worker would bind a port of its own,
+   * where node:cluster gives them all the same one.
    */
-  private socketLayer(entryPoint: EntryPoint, snapshot: Snapshot): "bun" | "node:net" {
-    if (!nativeSockets()) return "node:net";
-    if (this.options.sharedPorts && entryPoint.port === 0) return "node:net";
-    const routes = snapshot.context.tables.get(entryPoint.name)?.tls ?? [];
-    const terminatesOnBun = (route: Route): boolean =>
-      !snapshot.terminators.checksClientCertificates(route.tlsOptions ?? "default") &&
-      snapshot.services.onlyPlainServers(route.service) &&
-      inFlightLimits(snapshot, route.middlewares).length === 0;
-    return routes.every((route) => route.mode !== "terminate" || terminatesOnBun(route)) ? "bun" : "node:net";
+  private socketLayer(entryPoint: EntryPoint): "bun" | "node:net" {
+    if (!nativeSockets() || !terminatesNatively()) return "node:net";
+    return this.options.sharedPorts && entryPoint.port === 0 ? "node:net" : "bun";
   }
 
   private configuredKey(entryPoint: EntryPoint, layer: "bun" | "node:net"): string {
     return `${entryPoint.host}:${entryPoint.port} ${layer}`;
   }
 
-  private async listen(entryPoint: EntryPoint, snapshot: Snapshot): Promise<void> {
+  private async listen(entryPoint: EntryPoint): Promise<void> {
     // Deno throws a listen() its --allow-net does not cover out of the event loop, past every handler:
     // ask first, so that a start fails cleanly and a reload adding such an entry point is refused.
     const denied = await deniedListen(entryPoint.host, entryPoint.port);
@@ -119,7 +111,7 @@ export class ProxyServer {
         denied.hint,
       );
     }
-    const layer = this.socketLayer(entryPoint, snapshot);
+    const layer = this.socketLayer(entryPoint);
     const configured = this.configuredKey(entryPoint, layer);
     const bun = layer === "bun" ? nativeSockets() : null;
     // Said on Bun only, where the layer depends on the entry point's routers.
@@ -269,7 +261,7 @@ export class ProxyServer {
     // Bind new or moved entry points first, so a failure leaves the running configuration untouched.
     const toBind = [...entryPoints.values()].filter((ep) => {
       const current = this.listeners.get(ep.name);
-      return !current || current.configured !== this.configuredKey(ep, this.socketLayer(ep, next));
+      return !current || current.configured !== this.configuredKey(ep, this.socketLayer(ep));
     });
     const replaced = toBind
       .map((ep) => this.listeners.get(ep.name))
@@ -283,7 +275,7 @@ export class ProxyServer {
     const bound: Listener[] = [];
     try {
       for (const ep of toBind) {
-        await this.listen(ep, next);
+        await this.listen(ep);
         const listener = this.listeners.get(ep.name);
         if (listener) bound.push(listener);
       }
@@ -294,7 +286,7 @@ export class ProxyServer {
         this.listeners.delete(l.entryPoint.name);
       }
       for (const l of replaced) {
-        await this.listen(l.entryPoint, this.snapshot).catch((again: unknown) =>
+        await this.listen(l.entryPoint).catch((again: unknown) =>
           this.log.error("cannot listen again on the previous address", {
             entryPoint: l.entryPoint.name,
             error: again instanceof Error ? again.message : String(again),

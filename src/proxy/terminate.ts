@@ -11,6 +11,7 @@ import type { TlsOptions } from "../config/model.ts";
 import { CLIENT_AUTH_TYPES } from "../tls/names.ts";
 import { nodeTlsSettings } from "../tls/node-options.ts";
 import { portableCipherString, portableEcdhCurve } from "../tls/runtime-support.ts";
+import { BunSocketStream, type BunTlsStream, type NativeHandshake } from "./bun-stream.ts";
 import type { AcceptedSocket } from "./connection.ts";
 
 export interface ServingCertificate {
@@ -19,8 +20,11 @@ export interface ServingCertificate {
   keyPem: string;
 }
 
+/** A connection once TLS is terminated: node:tls's socket, or on Bun's own sockets, Bun's TLS. */
+export type TerminatedSocket = TLSSocket | BunTlsStream;
+
 export type HandshakeOutcome =
-  | { ok: true; socket: TLSSocket }
+  | { ok: true; socket: TerminatedSocket }
   | { ok: false; reason: "client_cert_required" | "timeout" | "handshake_failed"; message: string };
 
 interface Pending {
@@ -48,6 +52,15 @@ function rawSocketOf(tls: TLSSocket): unknown {
  */
 const BUN_TLS_CONFIG = Symbol.for("::buntls::");
 
+let nativeTermination: boolean | undefined;
+
+/** Whether this runtime's node:tls gives Bun's own TLS configuration for a server (Bun, measured on 1.4.5). */
+export function terminatesNatively(): boolean {
+  nativeTermination ??=
+    typeof (createServer() as unknown as Record<symbol, unknown>)[BUN_TLS_CONFIG] === "function";
+  return nativeTermination;
+}
+
 /** What Bun's `upgradeTLS` takes as `tls`: opaque here, built by Bun from a `tls.Server`'s options. */
 export type NativeTlsConfig = Readonly<Record<string, unknown>>;
 
@@ -56,8 +69,9 @@ export class Terminator {
   private readonly server: Server;
   /** Bun's configuration for this server (undefined: not asked yet; null: not available). */
   private native: NativeTlsConfig | null | undefined;
-  /** Whether the handshake has to check a client certificate, which only the node:tls path does. */
-  private readonly checksClientCertificates: boolean;
+  /** Whether the handshake has to check a client certificate (then the tunnel is not taken at once). */
+  readonly checksClientCertificates: boolean;
+  private readonly clientAuth: keyof typeof CLIENT_AUTH_TYPES;
   /** Handshakes in progress, by raw socket and, for runtimes without `_parent`, by "address|port". */
   private readonly pendingBySocket = new Map<unknown, Pending>();
   private readonly pendingByAddress = new Map<string, Pending>();
@@ -71,6 +85,7 @@ export class Terminator {
     const settings = nodeTlsSettings(options);
     const semantics = CLIENT_AUTH_TYPES[settings.clientAuth];
     this.checksClientCertificates = settings.requestCert;
+    this.clientAuth = settings.clientAuth;
     const ecdhCurve = portableEcdhCurve(settings.ecdhCurve);
     this.server = createServer({
       key: certificate.keyPem,
@@ -125,14 +140,13 @@ export class Terminator {
 
   /**
    * The same handshake for Bun's own sockets (`upgradeTLS`): Bun's configuration for this server, or
-   * null where there is none (another runtime, a Bun without the method) or where the handshake has to
-   * check a client certificate (done on the node:tls path only).
+   * null where there is none (another runtime, a Bun without the method).
    */
   nativeConfig(): NativeTlsConfig | null {
     if (this.native !== undefined) return this.native;
     this.native = null;
     const build = (this.server as unknown as Record<symbol, unknown>)[BUN_TLS_CONFIG];
-    if (this.checksClientCertificates || typeof build !== "function") return null;
+    if (typeof build !== "function") return null;
     const built: unknown = build.call(this.server, 0, undefined, false);
     const config = Array.isArray(built) ? built[0] : null;
     if (config !== null && typeof config === "object") this.native = config as NativeTlsConfig;
@@ -148,7 +162,16 @@ export class Terminator {
     );
   }
 
+  /**
+   * Runs the handshake on an accepted connection whose ClientHello was `peeked`. On Bun's own sockets
+   * Bun's TLS does it (a half-close survives there, where node:tls over a stream that is not Bun's
+   * `net.Socket` loses it); elsewhere the cached tls.Server.
+   */
   handshake(socket: AcceptedSocket, peeked: Uint8Array, timeoutMs: number): Promise<HandshakeOutcome> {
+    const native = socket instanceof BunSocketStream ? this.nativeConfig() : null;
+    if (native && socket instanceof BunSocketStream) {
+      return socket.startTls(native, peeked, timeoutMs).then((outcome) => this.nativeOutcome(outcome));
+    }
     // remoteAddress/remotePort are read now: they read undefined once a socket is closed.
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
     return new Promise((resolve) => {
@@ -192,6 +215,29 @@ export class Terminator {
       this.server.emit("connection", socket);
     });
   }
+
+  /** A handshake by Bun's own TLS, judged as the node:tls path judges its own. */
+  private nativeOutcome(outcome: NativeHandshake): HandshakeOutcome {
+    if (!outcome.ok) {
+      if (outcome.reason === "timeout") return { ok: false, reason: "timeout", message: outcome.message };
+      const error = outcome.error as (Error & { code?: string }) | null;
+      const certificateError =
+        this.checksClientCertificates &&
+        error !== null &&
+        /CERT|certificate/i.test(`${error.code ?? ""} ${error.message}`);
+      return {
+        ok: false,
+        reason: certificateError ? "client_cert_required" : "handshake_failed",
+        message: error ? readableTlsError(error) : outcome.message,
+      };
+    }
+    const problem = clientCertificateProblem(outcome.stream, this.clientAuth);
+    if (problem) {
+      outcome.stream.destroy();
+      return { ok: false, reason: "client_cert_required", message: problem };
+    }
+    return { ok: true, socket: outcome.stream };
+  }
 }
 
 /**
@@ -204,7 +250,17 @@ export function readableTlsError(err: Error & { code?: string }): string {
   return err.code ? `${reason} (${err.code})` : reason;
 }
 
-function clientCertificateProblem(tls: TLSSocket, clientAuth: keyof typeof CLIENT_AUTH_TYPES): string | null {
+/** What the client-certificate check reads of a terminated connection. */
+interface PeerCertificateView {
+  getPeerCertificate(): unknown;
+  readonly authorized: boolean;
+  readonly authorizationError?: unknown;
+}
+
+function clientCertificateProblem(
+  tls: PeerCertificateView,
+  clientAuth: keyof typeof CLIENT_AUTH_TYPES,
+): string | null {
   const semantics = CLIENT_AUTH_TYPES[clientAuth];
   if (!semantics.requestCert) return null;
   const peer = tls.getPeerCertificate();

@@ -5,6 +5,7 @@
 import type { Duplex } from "node:stream";
 import { TLSSocket } from "node:tls";
 import type { ConnectionFacts, Decision } from "../routing/decide.ts";
+import { BunTlsStream } from "./bun-stream.ts";
 import type { AccessRecord } from "./log.ts";
 import { workerSlot } from "./workers.ts";
 
@@ -16,7 +17,7 @@ export function whoamiLine(
   client: Duplex,
   record: AccessRecord,
 ): string {
-  const tls = client instanceof TLSSocket ? client : null;
+  const tls = client instanceof TLSSocket || client instanceof BunTlsStream ? client : null;
   const peer = tls?.getPeerCertificate();
   const subject = peer && typeof peer === "object" && "subject" in peer && peer.subject ? peer.subject : null;
   const body = {
