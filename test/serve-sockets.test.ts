@@ -46,22 +46,27 @@ function listen(server: net.Server): Promise<number> {
   );
 }
 
+/**
+ * A backend connection that reads nothing for 300 ms (the proxy must hold the sender back), then
+ * counts every byte and answers "done:N" after the client's end, still able to write (half-close).
+ */
+function countAfterEnd(socket: net.Socket): void {
+  let received = 0;
+  socket.pause();
+  setTimeout(() => socket.resume(), 300);
+  socket.on("data", (chunk: Buffer) => {
+    received += chunk.length;
+  });
+  socket.on("end", () => socket.end(`done:${received}\n`));
+  socket.on("error", () => socket.destroy());
+}
+
 async function startBackends(cert: IssuedCert): Promise<Backends> {
-  // TLS backend: reads nothing for 300 ms (the proxy must hold the sender back), then counts every
-  // byte and answers "done:N" after the client's end, still able to write (half-close). Its services
-  // give it more than that 300 ms to answer after the client's end (terminationDelay).
+  // TLS backend reading late (countAfterEnd); its services give it more than those 300 ms to answer
+  // after the client's end (terminationDelay).
   const tlsServer = tls.createServer(
     { cert: cert.certPem, key: cert.keyPem, allowHalfOpen: true },
-    (socket) => {
-      let received = 0;
-      socket.pause();
-      setTimeout(() => socket.resume(), 300);
-      socket.on("data", (chunk: Buffer) => {
-        received += chunk.length;
-      });
-      socket.on("end", () => socket.end(`done:${received}\n`));
-      socket.on("error", () => socket.destroy());
-    },
+    countAfterEnd,
   );
   // A server-first protocol, two servers of one service: each speaks before the client does, then echoes.
   const greeter = (name: string) =>
@@ -199,6 +204,18 @@ ${
       loadBalancer:
         servers: [{ address: whoami@internal }]
 `;
+}
+
+/** SIGTERM with `socket` the one open connection: serve waits for it up to graceTimeOut, closes it, exits 0. */
+async function stopsAfterGrace(serve: ServeProcess, socket: net.Socket): Promise<void> {
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  socket.on("error", () => undefined);
+  const code = serve.stop("SIGTERM", 10_000);
+  const shutting = await serve.waitFor((l) => l.msg === "shutting down", 5000);
+  assert.equal(shutting.openConnections, 1);
+  await closed;
+  assert.equal(await code, 0);
+  assert.equal(serve.lines.find((l) => l.msg === "stopped")?.forcedConnections, 1);
 }
 
 function fingerprint(pem: string): string {
@@ -430,36 +447,18 @@ describe(`serve on ${RUNTIME}: entry points without TLS termination`, () => {
       socket.once("secureConnect", () => resolve());
       socket.once("error", reject);
     });
-    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-    socket.on("error", () => undefined);
     await sleep(100);
-    const code = serve.stop("SIGTERM", 10_000);
-    const shutting = await serve.waitFor((l) => l.msg === "shutting down", 5000);
-    assert.equal(shutting.openConnections, 1);
-    await closed;
-    assert.equal(await code, 0);
-    const stopped = serve.lines.find((l) => l.msg === "stopped");
-    assert.equal(stopped?.forcedConnections, 1);
+    await stopsAfterGrace(serve, socket);
   });
 });
 
 /**
- * Plain backends for terminated connections. `late`: reads nothing for 300 ms, then counts and answers
- * "done:N" after the client's end (half-close, backpressure). `leaver`: says "bye" and ends its side
+ * Plain backends for terminated connections. `late`: countAfterEnd (half-close, backpressure). `leaver`: says "bye" and ends its side
  * at once, then counts what the client still sends (the other half-close). `echo`: echoes.
  */
 async function startPlainBackends() {
   const leaverCounts: number[] = [];
-  const late = net.createServer({ allowHalfOpen: true }, (socket) => {
-    let received = 0;
-    socket.pause();
-    setTimeout(() => socket.resume(), 300);
-    socket.on("data", (chunk: Buffer) => {
-      received += chunk.length;
-    });
-    socket.on("end", () => socket.end(`done:${received}\n`));
-    socket.on("error", () => socket.destroy());
-  });
+  const late = net.createServer({ allowHalfOpen: true }, countAfterEnd);
   const leaver = net.createServer({ allowHalfOpen: true }, (socket) => {
     let received = 0;
     socket.end("bye\n");
@@ -756,13 +755,6 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     });
     socket.write("ping");
     await new Promise<void>((resolve) => socket.once("data", () => resolve()));
-    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-    socket.on("error", () => undefined);
-    const code = serve.stop("SIGTERM", 10_000);
-    const shutting = await serve.waitFor((l) => l.msg === "shutting down", 5000);
-    assert.equal(shutting.openConnections, 1);
-    await closed;
-    assert.equal(await code, 0);
-    assert.equal(serve.lines.find((l) => l.msg === "stopped")?.forcedConnections, 1);
+    await stopsAfterGrace(serve, socket);
   });
 });
