@@ -9,7 +9,7 @@
 import type { ConnectionFacts } from "../routing/decide.ts";
 import { decide } from "../routing/decide.ts";
 import { type NativeSocket, type SocketOwner, upgradeNative } from "./bun-socket.ts";
-import { BunSocketStream, type Detached } from "./bun-stream.ts";
+import { BunSocketStream, type Detached, type Retrack } from "./bun-stream.ts";
 import { fitsBunTunnel, type TunnelClient, tunnelOnBun } from "./bun-tunnel.ts";
 import { type ConnectionEnv, classify, factsBeforeBytes, serveConnection } from "./connection.ts";
 import type { ProxyAddresses } from "./dial.ts";
@@ -23,7 +23,12 @@ import {
 import { learnsCancelKey } from "./postgres-cancel.ts";
 import type { ServerTarget } from "./services.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
-import { type NativeTlsConfig, readableTlsError } from "./terminate.ts";
+import {
+  HANDSHAKE_ABANDONED,
+  HANDSHAKE_TIMED_OUT,
+  type NativeTlsConfig,
+  readableTlsError,
+} from "./terminate.ts";
 
 /** A routed connection waiting for its TLS handshake: what the tunnel needs once it is done. */
 interface AfterHandshake {
@@ -55,8 +60,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     /** The accepted socket; the TLS socket on it once TLS is terminated here. */
     private socket: NativeSocket,
     private readonly env: ConnectionEnv,
-    /** Tells the listener which socket now stands for the connection (TLS started on it). */
-    private readonly replaced: (before: NativeSocket, after: NativeSocket) => void,
+    private readonly retrack: Retrack,
   ) {
     // Read once: Bun's getters answer nothing after the close, and the access line needs them.
     this.addresses = {
@@ -112,7 +116,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
       this.state = "gone";
       this.afterHandshake = null;
       this.socket.end();
-      finish("timeout", "TLS handshake: the client did not finish the TLS handshake in time");
+      finish("timeout", `TLS handshake: ${HANDSHAKE_TIMED_OUT}`);
     }, left);
   }
 
@@ -148,7 +152,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
       this.timer = null;
       finish?.(
         "tls_handshake_failed",
-        `TLS handshake: ${error ? readableTlsError(error) : "the client closed the connection during the handshake"}`,
+        `TLS handshake: ${error ? readableTlsError(error) : HANDSHAKE_ABANDONED}`,
       );
       return;
     }
@@ -229,7 +233,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     this.handshakeDeadline(finish);
     const upgraded = upgradeNative(this.socket, tls, bytes, this);
     if (upgraded) {
-      this.replaced(this.socket, upgraded.raw);
+      this.retrack(this.socket, upgraded.raw);
       this.socket = upgraded.tls;
     } else {
       this.state = "gone";
@@ -262,7 +266,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     this.state = "gone";
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const stream = new BunSocketStream(this.socket, this.addresses, this.replaced);
+    const stream = new BunSocketStream(this.socket, this.addresses, this.retrack);
     this.socket.data = stream;
     if (this.bytes) stream.push(this.bytes);
     this.bytes = null;

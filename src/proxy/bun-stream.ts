@@ -12,10 +12,13 @@ import type { ProxyAddresses } from "./dial.ts";
 /** Tells the listener which socket stands for the connection once TLS started on it (server.ts). */
 export type Retrack = (before: NativeSocket, after: NativeSocket) => void;
 
-/** How a TLS handshake on Bun's own TLS ended. */
+/**
+ * How a TLS handshake on Bun's own TLS ended: done, out of time, the connection closed (`error` when
+ * Bun gave one), or refused by the TLS layer (`error` says why). The words are terminate.ts's.
+ */
 export type NativeHandshake =
   | { ok: true; stream: BunTlsStream }
-  | { ok: false; reason: "timeout" | "handshake_failed"; error: Error | null; message: string };
+  | { ok: false; reason: "timeout" | "closed" | "failed"; error: Error | null };
 
 export interface Detached {
   socket: NativeSocket;
@@ -141,12 +144,7 @@ export class BunSocketStream extends Duplex implements SocketOwner {
   startTls(config: object, peeked: Uint8Array, timeoutMs: number): Promise<NativeHandshake> {
     const socket = this.socket;
     if (!socket || this.pending || this.destroyed) {
-      return Promise.resolve({
-        ok: false,
-        reason: "handshake_failed",
-        error: null,
-        message: "the client closed the connection during the handshake",
-      });
+      return Promise.resolve({ ok: false, reason: "closed", error: null });
     }
     const unread = this.readableLength > 0 ? (this.read() as Buffer | null) : null;
     const initial = unread ? Buffer.concat([peeked, unread]) : peeked;
@@ -159,9 +157,8 @@ export class BunSocketStream extends Duplex implements SocketOwner {
         socket.end();
         tls.settle({
           ok: false,
-          reason: "handshake_failed",
-          error: null,
-          message: "this Bun cannot start TLS",
+          reason: "failed",
+          error: new Error("this Bun cannot start TLS on the socket"),
         });
         return;
       }
@@ -215,14 +212,7 @@ export class BunTlsStream extends BunSocketStream {
     super(null, addresses, retrack);
     this.resolveHandshake = resolve;
     this.timer = setTimeout(
-      () => {
-        this.settle({
-          ok: false,
-          reason: "timeout",
-          error: null,
-          message: "the client did not finish the TLS handshake in time",
-        });
-      },
+      () => this.settle({ ok: false, reason: "timeout", error: null }),
       Math.max(1, timeoutMs),
     );
   }
@@ -246,24 +236,11 @@ export class BunTlsStream extends BunSocketStream {
   onHandshake(socket: NativeSocket, success: boolean, error: Error | undefined): void {
     this.socket ??= socket;
     this.authorizationError = error ?? null;
-    if (success) this.settle({ ok: true, stream: this });
-    else {
-      this.settle({
-        ok: false,
-        reason: "handshake_failed",
-        error: error ?? null,
-        message: error?.message ?? "the TLS handshake failed",
-      });
-    }
+    this.settle(success ? { ok: true, stream: this } : { ok: false, reason: "failed", error: error ?? null });
   }
 
   override onClose(socket: NativeSocket, error: Error | undefined): void {
-    this.settle({
-      ok: false,
-      reason: "handshake_failed",
-      error: error ?? null,
-      message: error?.message ?? "the client closed the connection during the handshake",
-    });
+    this.settle({ ok: false, reason: "closed", error: error ?? null });
     super.onClose(socket, error);
   }
 

@@ -114,7 +114,7 @@ export class ProxyServer {
     const layer = this.socketLayer(entryPoint);
     const configured = this.configuredKey(entryPoint, layer);
     const bun = layer === "bun" ? nativeSockets() : null;
-    // Said on Bun only, where the layer depends on the entry point's routers.
+    // Said on Bun only, where the layer can differ (TLSROUTE_SOCKETS=node, port 0 under --workers).
     const sockets = currentRuntime() === "bun" ? layer : undefined;
     if (bun) {
       let native: ReturnType<typeof listenNative>;

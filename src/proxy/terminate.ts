@@ -52,6 +52,10 @@ function rawSocketOf(tls: TLSSocket): unknown {
  */
 const BUN_TLS_CONFIG = Symbol.for("::buntls::");
 
+/** What the access line says of a handshake the client did not finish (every TLS layer). */
+export const HANDSHAKE_TIMED_OUT = "the client did not finish the TLS handshake in time";
+export const HANDSHAKE_ABANDONED = "the client closed the connection during the handshake";
+
 let nativeTermination: boolean | undefined;
 
 /** Whether this runtime's node:tls gives Bun's own TLS configuration for a server (Bun, measured on 1.4.5). */
@@ -191,7 +195,7 @@ export class Terminator {
           finish({
             ok: false,
             reason: "timeout",
-            message: "the client did not finish the TLS handshake in time",
+            message: HANDSHAKE_TIMED_OUT,
           });
         },
         Math.max(1, timeoutMs),
@@ -203,7 +207,7 @@ export class Terminator {
           finish({
             ok: false,
             reason: "handshake_failed",
-            message: "the client closed the connection during the handshake",
+            message: HANDSHAKE_ABANDONED,
           }),
         );
       socket.once("close", onClose);
@@ -219,16 +223,18 @@ export class Terminator {
   /** A handshake by Bun's own TLS, judged as the node:tls path judges its own. */
   private nativeOutcome(outcome: NativeHandshake): HandshakeOutcome {
     if (!outcome.ok) {
-      if (outcome.reason === "timeout") return { ok: false, reason: "timeout", message: outcome.message };
+      if (outcome.reason === "timeout") return { ok: false, reason: "timeout", message: HANDSHAKE_TIMED_OUT };
       const error = outcome.error as (Error & { code?: string }) | null;
+      if (error === null) {
+        const message = outcome.reason === "closed" ? HANDSHAKE_ABANDONED : "the TLS handshake failed";
+        return { ok: false, reason: "handshake_failed", message };
+      }
       const certificateError =
-        this.checksClientCertificates &&
-        error !== null &&
-        /CERT|certificate/i.test(`${error.code ?? ""} ${error.message}`);
+        this.checksClientCertificates && /CERT|certificate/i.test(`${error.code ?? ""} ${error.message}`);
       return {
         ok: false,
         reason: certificateError ? "client_cert_required" : "handshake_failed",
-        message: error ? readableTlsError(error) : outcome.message,
+        message: readableTlsError(error),
       };
     }
     const problem = clientCertificateProblem(outcome.stream, this.clientAuth);
