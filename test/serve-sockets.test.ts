@@ -696,8 +696,9 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     assert.deepEqual(h2, { reply: "ping", alpn: "h2", version: "TLSv1.3" });
   });
 
-  it("a ClientHello and then silence: the readTimeout ends the handshake", async () => {
-    const clientHello = await captureFirstBytes((capturePort) => {
+  /** A real ClientHello for late.test (Node's), to send by hand. */
+  const lateHello = () =>
+    captureFirstBytes((capturePort) => {
       const socket = tls.connect({
         host: HOST,
         port: capturePort,
@@ -707,6 +708,9 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
       socket.on("error", () => undefined);
       return { stop: () => socket.destroy() };
     });
+
+  it("a ClientHello and then silence: the readTimeout ends the handshake", async () => {
+    const clientHello = await lateHello();
     const started = Date.now();
     const result = await plainExchange(port(), clientHello);
     assert.equal(result.closed, true);
@@ -718,6 +722,45 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     );
     assert.match(String(access.detail), /TLS handshake/);
     assert.ok(Date.now() - started >= 900, `closed after ${Date.now() - started} ms`);
+  });
+
+  it("clients that break off at each step (reset after the hello, garbage after it, FIN after it, reset after the handshake) leave serve running and nothing open", async () => {
+    const clientHello = await lateHello();
+    const before = serve.accessLines().length;
+    const raw = (then: (socket: net.Socket) => void) =>
+      new Promise<void>((resolve) => {
+        const socket = net.connect({ host: HOST, port: port() }, () => {
+          socket.write(clientHello);
+          then(socket);
+        });
+        socket.on("error", () => undefined);
+        // Read (and drop) the server's answer, or its end would never be seen.
+        socket.resume();
+        socket.on("close", () => resolve());
+      });
+    const rounds = 10;
+    for (let i = 0; i < rounds; i++) {
+      await Promise.all([
+        raw((socket) => socket.resetAndDestroy()),
+        raw((socket) => socket.end(Buffer.alloc(100, 0x41))),
+        raw((socket) => socket.end()),
+        new Promise<void>((resolve) => {
+          // A TLS socket cannot reset; the TCP socket beneath it can.
+          const tcp = net.connect({ host: HOST, port: port() });
+          const socket = tls.connect({ socket: tcp, servername: "late.test", ca: cert.certPem });
+          socket.on("secureConnect", () => tcp.resetAndDestroy());
+          socket.on("error", () => undefined);
+          tcp.on("error", () => undefined);
+          tcp.on("close", () => resolve());
+        }),
+      ]);
+    }
+    // One access line each: every connection was seen to its end.
+    await waitUntil("an access line per connection", () => serve.accessLines().length >= before + rounds * 4);
+    assert.equal(serve.child.exitCode, null);
+    const ok = await tlsExchange(port(), { servername: "h2.test", ca: cert.certPem }, "still here");
+    assert.equal(ok.reply, "still here");
+    // The SIGTERM case below counts exactly its own connection as open: these left nothing behind.
   });
 
   it("a server that refuses the connection after the handshake: backend_unreachable", async () => {
