@@ -135,6 +135,11 @@ export class BunSocketStream extends Duplex implements SocketOwner {
     callback(error);
   }
 
+  /** Whether this connection can start TLS with Bun's own TLS (startTls). */
+  canStartTls(): boolean {
+    return typeof this.socket?.upgradeTLS === "function";
+  }
+
   /**
    * Terminates TLS on this connection with Bun's own TLS (`config`: Terminator.nativeConfig()), fed
    * `peeked` (the ClientHello the pipeline read) and whatever the stream still holds. The connection

@@ -172,7 +172,7 @@ export class Terminator {
    * `net.Socket` loses it); elsewhere the cached tls.Server.
    */
   handshake(socket: AcceptedSocket, peeked: Uint8Array, timeoutMs: number): Promise<HandshakeOutcome> {
-    const native = socket instanceof BunSocketStream ? this.nativeConfig() : null;
+    const native = socket instanceof BunSocketStream && socket.canStartTls() ? this.nativeConfig() : null;
     if (native && socket instanceof BunSocketStream) {
       return socket.startTls(native, peeked, timeoutMs).then((outcome) => this.nativeOutcome(outcome));
     }
