@@ -790,6 +790,21 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     assert.equal(refused.reason, "client_cert_required");
   });
 
+  it("TLSROUTE_SOCKETS=node keeps node:net and node:tls (on Bun); a terminated upload still gets its answer", async () => {
+    const other = await startServe(["-c", configFile], {
+      expectEntryPoints: 2,
+      env: { TLSROUTE_SOCKETS: "node" },
+    });
+    try {
+      const line = other.lines.find((l) => l.msg === "listening" && l.entryPoint === "term");
+      assert.equal(line?.sockets, RUNTIME === "bun" ? "node:net" : undefined);
+      const result = await uploadThenEnd(other.ports.get("term")!, "late.test", cert.certPem, UPLOAD);
+      assert.equal(result.reply, `done:${UPLOAD}\n`);
+    } finally {
+      await other.stop("SIGKILL");
+    }
+  });
+
   it("SIGTERM waits for an open terminated connection up to graceTimeOut, then closes it", async () => {
     const socket = tls.connect({ host: HOST, port: port(), servername: "h2.test", ca: cert.certPem });
     await new Promise<void>((resolve, reject) => {
