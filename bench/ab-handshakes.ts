@@ -9,7 +9,9 @@
  * DIR's dist/, so build it there first); `floor:node`, `floor:bun` = the naive proxy that peeks like a
  * router (bench/serve-peers.ts pipe-proxy), `+parse`, `+chain` and `+terminator` add tlsroute's
  * ClientHello parsing, its await-handshake-then-dial order and its own terminator (src/proxy/terminate.ts)
- * to it (`floor:bun+parse+terminator`); `native:bun` = Bun's own sockets (bun-native).
+ * to it (`floor:bun+parse+terminator`); `native:bun` = Bun's own sockets and TLS (bun-native), and
+ * `native:bun+upgrade` the same listening plain, peeking, then starting TLS on the socket (`upgradeTLS`
+ * as the server), as tlsroute does on Bun.
  * Load: 8 Node clients on CPU 0 looping tls.connect (SNI, verified) → 1 byte → echo → close.
  * Reported: proxy CPU per handshake (utime+stime from /proc), median and every round, and the share of
  * it spent on the main thread (the rest: GC, JIT and allocator threads).
