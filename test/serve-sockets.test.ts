@@ -764,8 +764,12 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
   });
 
   it("a server that refuses the connection after the handshake: backend_unreachable", async () => {
-    const result = await tlsExchange(port(), { servername: "down.test", ca: cert.certPem }, "x");
-    assert.equal(result.reply, "");
+    // Closed with nothing said; a reset when the client's byte arrives after the close (node:tls).
+    const outcome = await tlsExchange(port(), { servername: "down.test", ca: cert.certPem }, "x").then(
+      (result) => `reply "${result.reply}"`,
+      (error: Error) => error.message,
+    );
+    assert.ok(outcome === 'reply ""' || outcome === "ECONNRESET", outcome);
     const down = await serve.waitFor((l) => l.msg === "connection" && l.router === "down", 5000);
     assert.equal(down.reason, "backend_unreachable");
     assert.match(String(down.detail), /ECONNREFUSED/);
