@@ -1,7 +1,8 @@
 /**
  * A connection accepted on Bun's own sockets. Its first bytes are read on the socket's handlers and
- * decide() is asked at once: a passthrough or plain TCP route to plain backends is dialled and relayed
- * on Bun's sockets (bun-tunnel.ts) without any stream object; anything else (PROXY protocol, PostgreSQL,
+ * decide() is asked at once: a passthrough or plain TCP route to plain backends, and a terminating one
+ * with no client certificate to check (TLS started on this socket by Bun's own TLS first), is dialled
+ * and relayed on Bun's sockets (bun-tunnel.ts) without any stream object; anything else (PROXY protocol, PostgreSQL,
  * refusals and their alerts, whoami, inFlightConn limits, an ACME challenge) goes to serveConnection
  * over a BunSocketStream, with the bytes already read. Allocating nothing per connection beyond what
  * it keeps is the point: on Bun, garbage left by each connection counts in its memory until a GC.
@@ -24,10 +25,10 @@ import { learnsCancelKey } from "./postgres-cancel.ts";
 import type { ServerTarget } from "./services.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
 import {
-  HANDSHAKE_ABANDONED,
+  HANDSHAKE_BACKSTOP_MS,
   HANDSHAKE_TIMED_OUT,
+  handshakeFailureText,
   type NativeTlsConfig,
-  readableTlsError,
 } from "./terminate.ts";
 
 /** A routed connection waiting for its TLS handshake: what the tunnel needs once it is done. */
@@ -98,7 +99,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     if (!success) {
       this.state = "gone";
       socket.end();
-      next.finish("tls_handshake_failed", `TLS handshake: ${error ? readableTlsError(error) : "failed"}`);
+      next.finish("tls_handshake_failed", `TLS handshake: ${handshakeFailureText(error)}`);
       return;
     }
     next.record.tlsVersion = socket.getTLSVersion?.() ?? null;
@@ -107,8 +108,8 @@ export class BunConnection implements SocketOwner, TunnelClient {
 
   /** The readTimeout also bounds the handshake, counted from the accept as on the stream path. */
   private handshakeDeadline(finish: AfterHandshake["finish"]): void {
-    const bound = this.env.entryPoint.readTimeoutMs;
-    if (bound <= 0) return;
+    const readTimeout = this.env.entryPoint.readTimeoutMs;
+    const bound = readTimeout > 0 ? Math.min(readTimeout, HANDSHAKE_BACKSTOP_MS) : HANDSHAKE_BACKSTOP_MS;
     const left = Math.max(1, bound - (performance.now() - this.acceptedAt));
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -150,10 +151,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
       this.state = "gone";
       if (this.timer) clearTimeout(this.timer);
       this.timer = null;
-      finish?.(
-        "tls_handshake_failed",
-        `TLS handshake: ${error ? readableTlsError(error) : HANDSHAKE_ABANDONED}`,
-      );
+      finish?.("tls_handshake_failed", `TLS handshake: ${handshakeFailureText(error)}`);
       return;
     }
     if (this.state === "peeking") {
@@ -197,15 +195,11 @@ export class BunConnection implements SocketOwner, TunnelClient {
     const plainServers = snapshot.services.onlyPlainServers(decision.service!);
     const cancelKey = learnsCancelKey(decision.mode, facts, false);
     let tls: NativeTlsConfig | null = null;
-    if (decision.mode === "terminate" && typeof this.socket.upgradeTLS === "function") {
-      const certificate = servingCertificate(snapshot, decision.certificate);
-      const terminator = snapshot.terminators.get(
-        decision.tlsOptions ?? "default",
-        certificate,
-        decision.alpn,
-      );
-      // A client certificate to check: the stream path's handshake (Bun's TLS too) judges it.
-      if (!terminator.checksClientCertificates) tls = terminator.nativeConfig();
+    if (decision.mode === "terminate") {
+      tls = this.nativeTls(decision);
+      // Not here: the stream path's handshake (Bun's TLS too) judges a client certificate, and says
+      // what went wrong when the certificate or the options cannot be loaded.
+      if (tls === null) return false;
     }
     if (!fitsBunTunnel(decision, facts, plainServers, cancelKey, tls !== null)) return false;
     // Picked only now, once: the stream path picks for itself.
@@ -237,10 +231,30 @@ export class BunConnection implements SocketOwner, TunnelClient {
       this.socket = upgraded.tls;
     } else {
       this.state = "gone";
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
       this.socket.end();
       finish("tls_handshake_failed", "TLS handshake: this Bun could not start TLS on the socket");
     }
     return true;
+  }
+
+  /** Bun's TLS configuration for a terminating decision, when the fast path can use it. */
+  private nativeTls(decision: ReturnType<typeof decide>): NativeTlsConfig | null {
+    if (typeof this.socket.upgradeTLS !== "function") return null;
+    const { snapshot } = this.env;
+    try {
+      const certificate = servingCertificate(snapshot, decision.certificate);
+      const terminator = snapshot.terminators.get(
+        decision.tlsOptions ?? "default",
+        certificate,
+        decision.alpn,
+      );
+      return terminator.checksClientCertificates ? null : terminator.nativeConfig();
+    } catch {
+      // Thrown inside Bun's data handler it would leave the socket open: the stream path reports it.
+      return null;
+    }
   }
 
   /** Dials the route's servers and relays; `firstBytes` go to the backend first. */

@@ -164,7 +164,8 @@ const upgradedHandlers: Handlers = {
  *
  * The accepted socket object is done with after this: Bun carries the connection on two new ones.
  * `raw` keeps the listener's handlers and reports the encrypted bytes (ignored here); it is the one
- * whose close the listener sees and whose `end()` closes the connection. `tls` carries the plaintext.
+ * whose close the listener sees, and its `end()` sends FIN and leads to the close. `tls` carries the
+ * plaintext.
  */
 export function upgradeNative(
   accepted: NativeSocket,
@@ -173,13 +174,19 @@ export function upgradeNative(
   owner: SocketOwner,
 ): { raw: NativeSocket; tls: NativeSocket } | null {
   if (typeof accepted.upgradeTLS !== "function") return null;
-  const pair = accepted.upgradeTLS({
-    isServer: true,
-    initialData,
-    data: owner,
-    tls: config,
-    socket: upgradedHandlers,
-  });
+  let pair: [NativeSocket, NativeSocket] | undefined;
+  try {
+    pair = accepted.upgradeTLS({
+      isServer: true,
+      initialData,
+      data: owner,
+      tls: config,
+      socket: upgradedHandlers,
+    });
+  } catch {
+    // A configuration Bun refuses: the caller says the handshake could not start.
+    return null;
+  }
   if (!pair) return null;
   pair[0].data = CLOSED_OWNER;
   return { raw: pair[0], tls: pair[1] };

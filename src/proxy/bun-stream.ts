@@ -1,7 +1,7 @@
 /**
  * A Bun socket seen as a `node:stream` Duplex with the address fields of a `net.Socket`, so that the
- * connection pipeline (peek, PostgreSQL negotiation, PROXY header, alerts) and the TLS server
- * (`emit('connection')`) work on it unchanged. A connection that ends up relayed to a plain backend
+ * connection pipeline (peek, PostgreSQL negotiation, PROXY header, alerts) works on it unchanged; TLS
+ * is terminated on it by Bun's own TLS (`startTls`, the connection then goes on as a BunTlsStream). A connection that ends up relayed to a plain backend
  * leaves the stream with `detach()`: from then on its socket belongs to a native tunnel
  * (bun-tunnel.ts) and the stream object can be collected.
  */
@@ -148,7 +148,9 @@ export class BunSocketStream extends Duplex implements SocketOwner {
    */
   startTls(config: object, peeked: Uint8Array, timeoutMs: number): Promise<NativeHandshake> {
     const socket = this.socket;
-    if (!socket || this.pending || this.destroyed) {
+    // A client whose end came before the upgrade would never be seen to end by Bun's TLS.
+    if (!socket || this.pending || this.destroyed || this.readEnded) {
+      this.destroy();
       return Promise.resolve({ ok: false, reason: "closed", error: null });
     }
     const unread = this.readableLength > 0 ? (this.read() as Buffer | null) : null;
@@ -205,8 +207,8 @@ interface NativeTlsSocket extends NativeSocket {
 export class BunTlsStream extends BunSocketStream {
   private resolveHandshake: ((outcome: NativeHandshake) => void) | null;
   private timer: ReturnType<typeof setTimeout> | null;
-  /** Why the client certificate did not verify, as the handshake reported it. */
-  authorizationError: Error | null = null;
+  /** Why the client certificate did not verify, as the handshake reported it (OpenSSL's code). */
+  authorizationError: string | null = null;
 
   constructor(
     addresses: ProxyAddresses,
@@ -240,7 +242,8 @@ export class BunTlsStream extends BunSocketStream {
 
   onHandshake(socket: NativeSocket, success: boolean, error: Error | undefined): void {
     this.socket ??= socket;
-    this.authorizationError = error ?? null;
+    const reason = error as (Error & { code?: string }) | undefined;
+    this.authorizationError = reason ? (reason.code ?? reason.message) : null;
     this.settle(success ? { ok: true, stream: this } : { ok: false, reason: "failed", error: error ?? null });
   }
 

@@ -419,86 +419,93 @@ async function serveRoute(
     toBackendFirst = Buffer.alloc(0);
   }
 
-  const candidates: ServerTarget[] = snapshot.services.candidates(decision.service!);
-  if (candidates.length === 0) {
-    client.destroy();
-    finish("backend_unreachable", `service "${decision.service}" has no available server`);
-    return;
-  }
-  if (candidates[0]!.address === WHOAMI_ADDRESS) {
-    record.server = WHOAMI_ADDRESS;
-    const line = whoamiLine(decision, facts, client, record);
-    // Bytes as the target saw them: decrypted ones when TLS was terminated here.
-    record.bytesIn = decision.mode === "terminate" ? 0 : peeked.length;
-    record.bytesOut = Buffer.byteLength(line);
-    client.end(line);
-    // Read (and drop) what the client still sends, so its close is seen and the socket ends promptly.
-    client.resume();
-    await new Promise<void>((resolve) => {
-      client.once("close", () => resolve());
-      setTimeout(resolve, 1000).unref();
-    });
-    finish("closed");
-    return;
-  }
-
-  // Learn the session's cancel key where the backend's stream is readable: TLS terminated here, or plaintext.
-  const watchCancelKeys = learnsCancelKey(decision.mode, facts, record.postgres === "plaintext");
-
-  // On Bun's own sockets, bytes relayed as they come to a plain backend leave the stream layer
-  // (bun-connection.ts): the tunnel holds a few KB per connection where two streams hold far more.
-  if (
-    client instanceof BunSocketStream &&
-    fitsBunTunnel(
-      decision,
-      facts,
-      snapshot.services.onlyPlainServers(decision.service!),
-      watchCancelKeys,
-      client instanceof BunTlsStream,
-    )
-  ) {
-    const stream = client;
-    const tunnelClient = { take: () => stream.detach(), drop: () => stream.destroy() };
-    await tunnelOnBun(tunnelClient, candidates, toBackendFirst, env.peer, record, finish, env.log);
-    return;
-  }
-
-  const dialed = await dialFirst(candidates, record, (target) =>
-    dialServer(target.address, target.tls, target.transport, env.peer),
-  );
-  if (!dialed.ok) {
-    client.destroy();
-    finish("backend_unreachable", dialed.message);
-    return;
-  }
-  const backend = dialed.socket;
-  backend.on("error", destroyOnError);
-  if (watchCancelKeys) cancelRegistry.watch(backend, dialed.target);
-
-  if (facts.postgres && decision.mode === "passthrough") {
-    // The client already got our "S"; the backend must agree to TLS before it sees the client's hello.
-    const answer = await askBackendForTls(backend);
-    if (answer !== "S") {
-      backend.destroy();
+  // From here an unexpected error must close the connection it has (execute() closes the accepted
+  // socket, which on Bun's own TLS is no longer the one carrying it).
+  try {
+    const candidates: ServerTarget[] = snapshot.services.candidates(decision.service!);
+    if (candidates.length === 0) {
       client.destroy();
-      finish(
-        "backend_refused_ssl",
-        answer === null
-          ? "the backend closed without answering the SSLRequest"
-          : `the backend answered "${answer}" to the SSLRequest`,
-      );
+      finish("backend_unreachable", `service "${decision.service}" has no available server`);
       return;
     }
-  }
+    if (candidates[0]!.address === WHOAMI_ADDRESS) {
+      record.server = WHOAMI_ADDRESS;
+      const line = whoamiLine(decision, facts, client, record);
+      // Bytes as the target saw them: decrypted ones when TLS was terminated here.
+      record.bytesIn = decision.mode === "terminate" ? 0 : peeked.length;
+      record.bytesOut = Buffer.byteLength(line);
+      client.end(line);
+      // Read (and drop) what the client still sends, so its close is seen and the socket ends promptly.
+      client.resume();
+      await new Promise<void>((resolve) => {
+        client.once("close", () => resolve());
+        setTimeout(resolve, 1000).unref();
+      });
+      finish("closed");
+      return;
+    }
 
-  const relayOptions: RelayOptions = {
-    terminationDelayMs: dialed.target.transport.terminationDelayMs,
-    // Deno can lose a paused TLS socket's end of stream: the entry point's idleTimeout bounds the wait.
-    ...lostEndGuardFor(client, backend, env.entryPoint.idleTimeoutMs),
-  };
-  if (toBackendFirst.length > 0) backend.write(toBackendFirst);
-  const onDone = relayEnded(toBackendFirst.length, relayOptions, record, finish, env.log);
-  relay(client, backend, relayOptions).then(onDone);
+    // Learn the session's cancel key where the backend's stream is readable: TLS terminated here, or plaintext.
+    const watchCancelKeys = learnsCancelKey(decision.mode, facts, record.postgres === "plaintext");
+
+    // On Bun's own sockets, bytes relayed as they come to a plain backend leave the stream layer
+    // (bun-connection.ts): the tunnel holds a few KB per connection where two streams hold far more.
+    if (
+      client instanceof BunSocketStream &&
+      fitsBunTunnel(
+        decision,
+        facts,
+        snapshot.services.onlyPlainServers(decision.service!),
+        watchCancelKeys,
+        client instanceof BunTlsStream,
+      )
+    ) {
+      const stream = client;
+      const tunnelClient = { take: () => stream.detach(), drop: () => stream.destroy() };
+      await tunnelOnBun(tunnelClient, candidates, toBackendFirst, env.peer, record, finish, env.log);
+      return;
+    }
+
+    const dialed = await dialFirst(candidates, record, (target) =>
+      dialServer(target.address, target.tls, target.transport, env.peer),
+    );
+    if (!dialed.ok) {
+      client.destroy();
+      finish("backend_unreachable", dialed.message);
+      return;
+    }
+    const backend = dialed.socket;
+    backend.on("error", destroyOnError);
+    if (watchCancelKeys) cancelRegistry.watch(backend, dialed.target);
+
+    if (facts.postgres && decision.mode === "passthrough") {
+      // The client already got our "S"; the backend must agree to TLS before it sees the client's hello.
+      const answer = await askBackendForTls(backend);
+      if (answer !== "S") {
+        backend.destroy();
+        client.destroy();
+        finish(
+          "backend_refused_ssl",
+          answer === null
+            ? "the backend closed without answering the SSLRequest"
+            : `the backend answered "${answer}" to the SSLRequest`,
+        );
+        return;
+      }
+    }
+
+    const relayOptions: RelayOptions = {
+      terminationDelayMs: dialed.target.transport.terminationDelayMs,
+      // Deno can lose a paused TLS socket's end of stream: the entry point's idleTimeout bounds the wait.
+      ...lostEndGuardFor(client, backend, env.entryPoint.idleTimeoutMs),
+    };
+    if (toBackendFirst.length > 0) backend.write(toBackendFirst);
+    const onDone = relayEnded(toBackendFirst.length, relayOptions, record, finish, env.log);
+    relay(client, backend, relayOptions).then(onDone);
+  } catch (err) {
+    client.destroy();
+    throw err;
+  }
 }
 
 /**

@@ -121,8 +121,8 @@ export class ProxyServer {
       try {
         native = listenNative(bun, entryPoint.host, entryPoint.port, this.options.sharedPorts === true, {
           accept: (socket) => this.acceptNative(socket, entryPoint.name),
-          // Bun reports the close on either socket of an upgraded connection (the accepted one when
-          // the handshake fails at once): both stand for the connection.
+          // An upgraded connection closes on the raw socket Bun carries it on (retrackNative), which
+          // stands for the accepted one here.
           closed: (socket) => this.activeNative.delete(this.acceptedAs.get(socket) ?? socket),
         });
       } catch (err) {

@@ -56,6 +56,18 @@ const BUN_TLS_CONFIG = Symbol.for("::buntls::");
 export const HANDSHAKE_TIMED_OUT = "the client did not finish the TLS handshake in time";
 export const HANDSHAKE_ABANDONED = "the client closed the connection during the handshake";
 
+/** The longest a handshake may take when the entry point sets no readTimeout (0). */
+export const HANDSHAKE_BACKSTOP_MS = 120_000;
+
+/**
+ * What the access line says of a handshake Bun's TLS ended: a close or reset before the handshake is
+ * worded as node:tls's path words it; anything else is the TLS layer's own reason.
+ */
+export function handshakeFailureText(error: (Error & { code?: string }) | null | undefined): string {
+  if (!error || error.code === "ECONNRESET") return HANDSHAKE_ABANDONED;
+  return readableTlsError(error);
+}
+
 let nativeTermination: boolean | undefined;
 
 /** Whether this runtime's node:tls gives Bun's own TLS configuration for a server (Bun, measured on 1.4.5). */
@@ -107,7 +119,7 @@ export class Terminator {
       ...(semantics.verify && clientCaPems.length > 0 ? { ca: clientCaPems } : {}),
       ...(settings.disableSessionTickets ? { secureOptions: constants.SSL_OP_NO_TICKET } : {}),
       // Our own deadline (the entry point's readTimeout) bounds the handshake; this is a backstop.
-      handshakeTimeout: 120_000,
+      handshakeTimeout: HANDSHAKE_BACKSTOP_MS,
     });
     this.server.on("secureConnection", (tls: TLSSocket) => {
       const pending = this.find(tls);
@@ -152,7 +164,7 @@ export class Terminator {
     const build = (this.server as unknown as Record<symbol, unknown>)[BUN_TLS_CONFIG];
     if (typeof build !== "function") return null;
     const built: unknown = build.call(this.server, 0, undefined, false);
-    const config = Array.isArray(built) ? built[0] : null;
+    const config: unknown = Array.isArray(built) ? built[0] : null;
     if (config !== null && typeof config === "object") this.native = config as NativeTlsConfig;
     return this.native;
   }
@@ -174,7 +186,8 @@ export class Terminator {
   handshake(socket: AcceptedSocket, peeked: Uint8Array, timeoutMs: number): Promise<HandshakeOutcome> {
     const native = socket instanceof BunSocketStream && socket.canStartTls() ? this.nativeConfig() : null;
     if (native && socket instanceof BunSocketStream) {
-      return socket.startTls(native, peeked, timeoutMs).then((outcome) => this.nativeOutcome(outcome));
+      const bound = Math.min(timeoutMs, HANDSHAKE_BACKSTOP_MS);
+      return socket.startTls(native, peeked, bound).then((outcome) => this.nativeOutcome(outcome));
     }
     // remoteAddress/remotePort are read now: they read undefined once a socket is closed.
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
@@ -225,16 +238,17 @@ export class Terminator {
     if (!outcome.ok) {
       if (outcome.reason === "timeout") return { ok: false, reason: "timeout", message: HANDSHAKE_TIMED_OUT };
       const error = outcome.error as (Error & { code?: string }) | null;
-      if (error === null) {
-        const message = outcome.reason === "closed" ? HANDSHAKE_ABANDONED : "the TLS handshake failed";
-        return { ok: false, reason: "handshake_failed", message };
+      if (error === null && outcome.reason === "failed") {
+        return { ok: false, reason: "handshake_failed", message: "the TLS handshake failed" };
       }
       const certificateError =
-        this.checksClientCertificates && /CERT|certificate/i.test(`${error.code ?? ""} ${error.message}`);
+        this.checksClientCertificates &&
+        error !== null &&
+        /CERT|certificate/i.test(`${error.code ?? ""} ${error.message}`);
       return {
         ok: false,
         reason: certificateError ? "client_cert_required" : "handshake_failed",
-        message: readableTlsError(error),
+        message: handshakeFailureText(error),
       };
     }
     const problem = clientCertificateProblem(outcome.stream, this.clientAuth);
@@ -303,11 +317,6 @@ export class TerminatorCache {
     private readonly optionsByName: ReadonlyMap<string, TlsOptions>,
     private readonly clientCas: ReadonlyMap<string, string[]>,
   ) {}
-
-  /** Whether connections under these options have their client certificate checked (node:tls only). */
-  checksClientCertificates(optionsName: string): boolean {
-    return nodeTlsSettings(this.optionsByName.get(optionsName) ?? null).requestCert;
-  }
 
   get(optionsName: string, certificate: ServingCertificate, alpn: string | null): Terminator {
     const key = `${optionsName}\u0000${certificate.id}\u0000${alpn ?? ""}`;
