@@ -698,21 +698,16 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     assert.deepEqual(h2, { reply: "ping", alpn: "h2", version: "TLSv1.3" });
   });
 
-  /** A real ClientHello for late.test (Node's), to send by hand. */
-  const lateHello = () =>
+  /** A real ClientHello (Node's) for `servername`, to send by hand. */
+  const helloFor = (servername: string) =>
     captureFirstBytes((capturePort) => {
-      const socket = tls.connect({
-        host: HOST,
-        port: capturePort,
-        servername: "late.test",
-        rejectUnauthorized: false,
-      });
+      const socket = tls.connect({ host: HOST, port: capturePort, servername, rejectUnauthorized: false });
       socket.on("error", () => undefined);
       return { stop: () => socket.destroy() };
     });
 
   it("a ClientHello and then silence: the readTimeout ends the handshake", async () => {
-    const clientHello = await lateHello();
+    const clientHello = await helloFor("late.test");
     const started = Date.now();
     const result = await plainExchange(port(), clientHello);
     assert.equal(result.closed, true);
@@ -727,7 +722,7 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
   });
 
   it("clients that break off at each step (reset after the hello, garbage after it, FIN after it, reset after the handshake) leave serve running and nothing open", async () => {
-    const clientHello = await lateHello();
+    const clientHello = await helloFor("late.test");
     const before = serve.accessLines().length;
     const raw = (then: (socket: net.Socket) => void) =>
       new Promise<void>((resolve) => {
@@ -798,17 +793,7 @@ describe(`serve on ${RUNTIME}: entry points terminating TLS to plain backends`, 
     // A ClientHello and the client's FIN at once, on the path that checks client certificates. Bun's
     // TLS sees the FIN and the handshake fails at once; node:tls does not notice it before the
     // handshake ends, so the entry point's readTimeout ends it there (README, Runtimes).
-    const mtlsHello = await captureFirstBytes((capturePort) => {
-      const socket = tls.connect({
-        host: HOST,
-        port: capturePort,
-        servername: "mtls.test",
-        rejectUnauthorized: false,
-      });
-      socket.on("error", () => undefined);
-      return { stop: () => socket.destroy() };
-    });
-    const gone = await plainExchange(other, mtlsHello, { endAfter: true });
+    const gone = await plainExchange(other, await helloFor("mtls.test"), { endAfter: true });
     assert.equal(gone.closed, true);
     const abandoned = await serve.waitFor(
       (l) => l.msg === "connection" && l.router === "mtls" && l !== refused,
