@@ -6,6 +6,7 @@
  * and reports client-certificate verification correctly (reference/runtimes.md §5).
  */
 import { constants } from "node:crypto";
+import { Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import type { TlsOptions } from "../config/model.ts";
 import { CLIENT_AUTH_TYPES } from "../tls/names.ts";
@@ -122,6 +123,8 @@ export class Terminator {
       handshakeTimeout: HANDSHAKE_BACKSTOP_MS,
     });
     this.server.on("secureConnection", (tls: TLSSocket) => {
+      // Half-open again now that the handshake is done (see handshake()).
+      tls.allowHalfOpen = true;
       const pending = this.find(tls);
       if (!pending) {
         tls.destroy();
@@ -228,6 +231,10 @@ export class Terminator {
       this.pendingBySocket.set(socket, pending);
       this.pendingByAddress.set(key, pending);
       if (peeked.length > 0) socket.unshift(Buffer.from(peeked.buffer, peeked.byteOffset, peeked.byteLength));
+      // The TLS socket takes its allowHalfOpen from the raw one. Half-open during the handshake, node:tls
+      // ignores a client's FIN and waits for the readTimeout; not half-open, it fails the handshake at
+      // once, as Bun's TLS and Traefik do. The TLS socket is made half-open once secure.
+      if (socket instanceof Socket) socket.allowHalfOpen = false;
       // The TLS server reads from the socket itself; resuming the raw socket here would steal its bytes.
       this.server.emit("connection", socket);
     });
