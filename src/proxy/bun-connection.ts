@@ -12,7 +12,13 @@ import { decide } from "../routing/decide.ts";
 import { type NativeSocket, type SocketOwner, upgradeNative } from "./bun-socket.ts";
 import { BunSocketStream, type Detached, type Retrack } from "./bun-stream.ts";
 import { fitsBunTunnel, type TunnelClient, tunnelOnBun } from "./bun-tunnel.ts";
-import { type ConnectionEnv, classify, factsBeforeBytes, serveConnection } from "./connection.ts";
+import {
+  type ConnectionEnv,
+  classify,
+  factsBeforeBytes,
+  finishRefusedHandshake,
+  serveConnection,
+} from "./connection.ts";
 import type { ProxyAddresses } from "./dial.ts";
 import {
   type AccessReason,
@@ -24,12 +30,7 @@ import {
 import { learnsCancelKey } from "./postgres-cancel.ts";
 import type { ServerTarget } from "./services.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
-import {
-  HANDSHAKE_BACKSTOP_MS,
-  HANDSHAKE_TIMED_OUT,
-  handshakeFailureText,
-  type NativeTlsConfig,
-} from "./terminate.ts";
+import { HANDSHAKE_BACKSTOP_MS, type NativeTlsConfig, nativeHandshakeFailure } from "./terminate.ts";
 
 /** A routed connection waiting for its TLS handshake: what the tunnel needs once it is done. */
 interface AfterHandshake {
@@ -97,9 +98,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     if (!success) {
-      this.state = "gone";
-      socket.end();
-      next.finish("tls_handshake_failed", `TLS handshake: ${handshakeFailureText(error)}`);
+      this.endHandshake("failed", error ?? null, next.finish);
       return;
     }
     next.record.tlsVersion = socket.getTLSVersion?.() ?? null;
@@ -113,12 +112,23 @@ export class BunConnection implements SocketOwner, TunnelClient {
     const left = Math.max(1, bound - (performance.now() - this.acceptedAt));
     this.timer = setTimeout(() => {
       this.timer = null;
-      if (this.state !== "handshaking") return;
-      this.state = "gone";
-      this.afterHandshake = null;
-      this.socket.end();
-      finish("timeout", `TLS handshake: ${HANDSHAKE_TIMED_OUT}`);
+      if (this.state === "handshaking") this.endHandshake("timeout", null, finish);
     }, left);
+  }
+
+  /** A handshake that will not complete: the connection ends, its access line says why. */
+  private endHandshake(
+    reason: "timeout" | "closed" | "failed",
+    error: Error | null,
+    finish: AfterHandshake["finish"],
+  ): void {
+    this.state = "gone";
+    this.afterHandshake = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    // No certificate to check on this path (tryTunnel): a refusal is the TLS layer's own.
+    finishRefusedHandshake(finish, nativeHandshakeFailure(reason, error, false));
+    if (reason !== "closed") this.socket.end();
   }
 
   onData(_socket: NativeSocket, chunk: Buffer): void {
@@ -146,12 +156,8 @@ export class BunConnection implements SocketOwner, TunnelClient {
 
   onClose(_socket: NativeSocket, error: Error | undefined): void {
     if (this.state === "handshaking") {
-      const finish = this.afterHandshake?.finish;
-      this.afterHandshake = null;
-      this.state = "gone";
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = null;
-      finish?.("tls_handshake_failed", `TLS handshake: ${handshakeFailureText(error)}`);
+      const next = this.afterHandshake;
+      if (next) this.endHandshake("closed", error ?? null, next.finish);
       return;
     }
     if (this.state === "peeking") {
@@ -229,13 +235,7 @@ export class BunConnection implements SocketOwner, TunnelClient {
     if (upgraded) {
       this.retrack(this.socket, upgraded.raw);
       this.socket = upgraded.tls;
-    } else {
-      this.state = "gone";
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = null;
-      this.socket.end();
-      finish("tls_handshake_failed", "TLS handshake: this Bun could not start TLS on the socket");
-    }
+    } else this.endHandshake("failed", new Error("this Bun could not start TLS on the socket"), finish);
     return true;
   }
 

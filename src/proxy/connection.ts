@@ -38,7 +38,12 @@ import { lostEndGuardFor, type RelayOptions, relay } from "./relay.ts";
 import type { ServerTarget } from "./services.ts";
 import type { Snapshot } from "./snapshot.ts";
 import { inFlightLimits, servingCertificate } from "./snapshot.ts";
-import { challengeTerminator, type HandshakeOutcome, type TerminatedSocket } from "./terminate.ts";
+import {
+  challengeTerminator,
+  type HandshakeFailure,
+  type HandshakeOutcome,
+  type TerminatedSocket,
+} from "./terminate.ts";
 import { WHOAMI_ADDRESS, whoamiLine } from "./whoami.ts";
 
 /** An accepted client connection: a `net.Socket`, or on Bun a stream over Bun's own socket. */
@@ -307,6 +312,17 @@ async function handleConnection(socket: AcceptedSocket, env: ConnectionEnv): Pro
   }
 }
 
+/** The access line of a connection whose TLS handshake did not complete. */
+export function finishRefusedHandshake(
+  finish: (reason: AccessReason, detail?: string) => void,
+  failure: HandshakeFailure,
+): void {
+  finish(
+    failure.reason === "handshake_failed" ? "tls_handshake_failed" : failure.reason,
+    `TLS handshake: ${failure.message.trim()}`,
+  );
+}
+
 /** Gives back one inFlightConn slot of a client IP. */
 function slotRelease(counts: Map<string, number>, clientIp: string): () => void {
   return () => {
@@ -407,10 +423,7 @@ async function serveRoute(
     const outcome = await terminator.handshake(socket, peeked, remaining);
     if (!outcome.ok) {
       socket.destroy();
-      finish(
-        outcome.reason === "handshake_failed" ? "tls_handshake_failed" : outcome.reason,
-        `TLS handshake: ${outcome.message.trim()}`,
-      );
+      finishRefusedHandshake(finish, outcome);
       return;
     }
     client = outcome.socket;

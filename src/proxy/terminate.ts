@@ -60,6 +60,32 @@ export const HANDSHAKE_ABANDONED = "the client closed the connection during the 
 /** The longest a handshake may take when the entry point sets no readTimeout (0). */
 export const HANDSHAKE_BACKSTOP_MS = 120_000;
 
+export type HandshakeFailure = Extract<HandshakeOutcome, { ok: false }>;
+
+/**
+ * A handshake Bun's own TLS did not complete (out of time, closed, or refused by the TLS layer), in
+ * the node:tls path's terms; both Bun paths (bun-connection.ts, BunTlsStream) report through it.
+ */
+export function nativeHandshakeFailure(
+  reason: "timeout" | "closed" | "failed",
+  error: (Error & { code?: string }) | null,
+  checksClientCertificates: boolean,
+): HandshakeFailure {
+  if (reason === "timeout") return { ok: false, reason: "timeout", message: HANDSHAKE_TIMED_OUT };
+  if (error === null && reason === "failed") {
+    return { ok: false, reason: "handshake_failed", message: "the TLS handshake failed" };
+  }
+  const certificateError =
+    checksClientCertificates &&
+    error !== null &&
+    /CERT|certificate/i.test(`${error.code ?? ""} ${error.message}`);
+  return {
+    ok: false,
+    reason: certificateError ? "client_cert_required" : "handshake_failed",
+    message: handshakeFailureText(error),
+  };
+}
+
 /**
  * What the access line says of a handshake Bun's TLS ended: a close or reset before the handshake is
  * worded as node:tls's path words it; anything else is the TLS layer's own reason.
@@ -242,22 +268,8 @@ export class Terminator {
 
   /** A handshake by Bun's own TLS, judged as the node:tls path judges its own. */
   private nativeOutcome(outcome: NativeHandshake): HandshakeOutcome {
-    if (!outcome.ok) {
-      if (outcome.reason === "timeout") return { ok: false, reason: "timeout", message: HANDSHAKE_TIMED_OUT };
-      const error = outcome.error as (Error & { code?: string }) | null;
-      if (error === null && outcome.reason === "failed") {
-        return { ok: false, reason: "handshake_failed", message: "the TLS handshake failed" };
-      }
-      const certificateError =
-        this.checksClientCertificates &&
-        error !== null &&
-        /CERT|certificate/i.test(`${error.code ?? ""} ${error.message}`);
-      return {
-        ok: false,
-        reason: certificateError ? "client_cert_required" : "handshake_failed",
-        message: handshakeFailureText(error),
-      };
-    }
+    if (!outcome.ok)
+      return nativeHandshakeFailure(outcome.reason, outcome.error, this.checksClientCertificates);
     const problem = clientCertificateProblem(outcome.stream, this.clientAuth);
     if (problem) {
       outcome.stream.destroy();
